@@ -1,0 +1,439 @@
+"""The ``charlm`` command: prepare, train, eval, sample.
+
+stdout carries data (generated text, evaluation results); stderr carries progress, status and
+errors. Exit codes: 0 ok, 1 a charlm error (one line, no traceback), 2 a usage error, 130 after
+an interrupt (once the checkpoint is safely written).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from . import __version__
+from .config import PRESET_HELP, TrainConfig
+from .errors import CharLMError
+
+app = typer.Typer(
+    name="charlm", add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+    help="Train recurrent character-level language models on your own text, then evaluate and "
+         "sample from them.")
+err = Console(stderr=True, highlight=False)
+out = Console(highlight=False)
+T = TrainConfig()
+
+
+def _version(value: bool):
+    if value:
+        print(f"charlm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_callback(
+    version: Annotated[Optional[bool], typer.Option(
+        "--version", callback=_version, is_eager=True, help="Print the version and exit.")] = None,
+):
+    pass
+
+
+def _fail(message: str, code: int = 1):
+    err.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+class _Guard:
+    """Turns charlm errors and OS errors into one line on stderr and exit status 1."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        if exc is None or isinstance(exc, (typer.Exit, SystemExit)):
+            return False
+        if isinstance(exc, CharLMError):
+            _fail(str(exc))
+        if isinstance(exc, KeyboardInterrupt):
+            err.print("interrupted")
+            raise typer.Exit(130)
+        if isinstance(exc, MemoryError):
+            _fail("out of memory; try a smaller model or --batch-size")
+        if isinstance(exc, OSError):
+            where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+            _fail(f"{where}{exc.strerror or exc}")
+        return False
+
+
+# ----- prepare ---------------------------------------------------------------------------------
+VocabOpt = Annotated[str, typer.Option(
+    "--vocab", help="Vocabulary: 'char' (one symbol per character) or 'bpe' (byte-level BPE "
+                    "tokens trained on the corpus).")]
+VocabSizeOpt = Annotated[int, typer.Option(
+    "--vocab-size", help="BPE vocabulary size, special symbols included (at least 258). "
+                         "Ignored for --vocab char.")]
+ValOpt = Annotated[float, typer.Option(
+    "--val-fraction", help="Share of the text held out for validation: whole documents when "
+                           "there are several, else the last part of the text. 0 = none.")]
+SepOpt = Annotated[Optional[str], typer.Option(
+    "--doc-separator", help=r"Split files into documents at this string (escapes allowed: "
+                            r"'\n' = one document per line, '\n\n' = per blank line). "
+                            r"Default: each file is one document.")]
+
+
+def _progress_bar(label: str) -> tuple[Progress, callable]:
+    progress = Progress(TextColumn(label), BarColumn(), TaskProgressColumn(),
+                        TimeRemainingColumn(), console=err, transient=True)
+    task = None
+
+    def update(done: int, total: int):
+        nonlocal task
+        if total < (16 << 20):  # only large inputs get a bar
+            return
+        if task is None:
+            progress.start()
+            task = progress.add_task(label, total=total)
+        progress.update(task, completed=done)
+    return progress, update
+
+
+@app.command()
+def prepare(
+    corpus: Annotated[list[Path], typer.Argument(
+        help="UTF-8 text files or directories of them (each file is a document).")],
+    out: Annotated[Path, typer.Option("--out", help="Directory to write the prepared corpus to "
+                                                    "(must not exist or be empty).")],
+    vocab: VocabOpt = "char",
+    vocab_size: VocabSizeOpt = 1024,
+    val_fraction: ValOpt = 0.1,
+    doc_separator: SepOpt = None,
+):
+    """Encode a corpus once into flat id arrays plus metadata, for training by memmap."""
+    from .corpus import parse_separator, prepare as do_prepare
+
+    with _Guard():
+        progress, update = _progress_bar("encoding")
+        try:
+            prepared = do_prepare(corpus, out, vocab, vocab_size, val_fraction,
+                                  parse_separator(doc_separator), update)
+        finally:
+            progress.stop()
+        meta = prepared.meta
+        table = Table(title=f"prepared {out}", title_justify="left")
+        for col in ("split", "documents", "characters", "symbols", "unknown"):
+            table.add_column(col, justify="right" if col != "split" else "left")
+        for name, s in meta["splits"].items():
+            table.add_row(name, f"{s['documents']:,}", f"{s['chars']:,}", f"{s['symbols']:,}",
+                          f"{s['unknown']:,}")
+        err.print(table)
+        err.print(f"vocab: {meta['vocab']['kind']}, {meta['vocab']['size']} symbols "
+                  f"({meta['dtype']} ids)")
+
+
+# ----- train -----------------------------------------------------------------------------------
+def _fmt_rate(x: float) -> str:
+    return f"{x / 1000:.1f}k" if x >= 1000 else f"{x:.0f}"
+
+
+class _TrainView:
+    """Renders trainer events: a progress bar on stderr, validation lines, save notices."""
+
+    def __init__(self):
+        self.progress = Progress(
+            TextColumn("step {task.fields[step]}"), BarColumn(), TaskProgressColumn(),
+            TextColumn("loss {task.fields[loss]}"), TextColumn("val {task.fields[val]}"),
+            TextColumn("{task.fields[rate]} chars/s"), TextColumn("ETA"), TimeRemainingColumn(),
+            console=err, transient=False)
+        self.task = None
+        self.smooth = None
+        self.rate = None
+        self.val = "-"
+
+    def __call__(self, event: str, data: dict):
+        if event == "start":
+            total = data["total_steps"]
+            budget = f"{total:,} steps" if total else ""
+            if data.get("max_time"):
+                budget += (" or " if budget else "") + f"{data['max_time']:g} s"
+            err.print(f"training on {data['device']}: {data['parameters']:,} parameters, "
+                      f"{data['lanes']} lanes, {data['chunks_per_epoch']:,} chunks per epoch"
+                      + (f", {budget}" if budget else ""))
+            self.progress.start()
+            self.task = self.progress.add_task("train", total=1000, step=data["step"], loss="-",
+                                               val="-", rate="-")
+        elif event == "step":
+            loss = data["loss"]
+            if math.isfinite(loss):
+                self.smooth = loss if self.smooth is None else 0.95 * self.smooth + 0.05 * loss
+            r = data["symbols_per_s"]
+            self.rate = r if self.rate is None else 0.9 * self.rate + 0.1 * r
+            self.progress.update(self.task, completed=min(data["progress"], 1.0) * 1000,
+                                 step=f"{data['step']:,}", loss=f"{self.smooth:.3f}"
+                                 if self.smooth is not None else "-",
+                                 val=self.val, rate=_fmt_rate(self.rate))
+        elif event == "eval":
+            self.val = f"{data['val_loss']:.3f}"
+            star = " (best)" if data["best"] else ""
+            self.progress.console.print(
+                f"step {data['step']:>6,}  val {data['val_loss']:.4f} nats/char  "
+                f"{data['val_bpc']:.4f} bits/char{star}")
+            if self.task is not None:
+                self.progress.update(self.task, val=self.val)
+        elif event == "skip":
+            self.progress.console.print(f"step {data['step']}: non-finite loss or gradient, "
+                                        f"step skipped ({data['bad_steps']} in a row)")
+        elif event == "end":
+            self.progress.stop()
+
+    def stop(self):
+        self.progress.stop()
+
+
+@app.command()
+def train(
+    corpus: Annotated[Optional[list[Path]], typer.Argument(
+        help="Text files or directories (or a prepared corpus directory). "
+             "Default: the bundled Tiny Shakespeare.")] = None,
+    preset: Annotated[str, typer.Option(
+        help=f"Model size and training budget: {PRESET_HELP}. Options given below override "
+             f"the preset's values.")] = "default",
+    out: Annotated[Optional[Path], typer.Option(
+        help="Run directory. Default: ./checkpoints/<corpus name> (a numbered name if taken).")]
+    = None,
+    resume: Annotated[Optional[Path], typer.Option(
+        help="Continue the run in this directory from its last checkpoint. Only --max-steps, "
+             "--epochs, --max-time, --eval-every, --save-every and --device may change.")] = None,
+    cell: Annotated[Optional[str], typer.Option(
+        help="Recurrent cell: lstm, gru or rnn (Elman, tanh). Preset default: lstm.")] = None,
+    layers: Annotated[Optional[int], typer.Option(
+        help="Stacked recurrent layers. Preset default: 2.")] = None,
+    hidden: Annotated[Optional[int], typer.Option(
+        help="Hidden units per layer. Preset default: 256.")] = None,
+    embed: Annotated[Optional[int], typer.Option(
+        help="Embedding size. Preset default: 64.")] = None,
+    dropout: Annotated[Optional[float], typer.Option(
+        help="Dropout between layers and before the output layer. Preset default: 0.")] = None,
+    tie_weights: Annotated[Optional[bool], typer.Option(
+        "--tie-weights/--no-tie-weights",
+        help="Share the embedding and output weights (needs --embed = --hidden). "
+             "Default: no.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(
+        help=f"Parallel lanes per batch. Preset default: {T.batch_size}.")] = None,
+    bptt: Annotated[Optional[int], typer.Option(
+        help=f"Truncated BPTT length: time steps per chunk. Preset default: {T.bptt_len}.")]
+    = None,
+    lr: Annotated[Optional[float], typer.Option(
+        help=f"Peak learning rate. Preset default: {T.lr:g}.")] = None,
+    optimizer: Annotated[Optional[str], typer.Option(
+        help=f"adamw, adam, rmsprop or sgd. Default: {T.optimizer}.")] = None,
+    weight_decay: Annotated[Optional[float], typer.Option(
+        help=f"Weight decay on weight matrices. Default: {T.weight_decay:g}.")] = None,
+    warmup: Annotated[Optional[int], typer.Option(
+        help=f"Steps of linear learning-rate warmup. Default: {T.warmup_steps}.")] = None,
+    schedule: Annotated[Optional[str], typer.Option(
+        help=f"Decay after warmup over the run: cosine, linear or constant. "
+             f"Default: {T.schedule}.")] = None,
+    clip_norm: Annotated[Optional[float], typer.Option(
+        help=f"Clip the gradient's global norm to this (0 = off). Default: {T.clip_norm:g}.")]
+    = None,
+    clip_value: Annotated[Optional[float], typer.Option(
+        help="Clip each gradient element to [-v, v] (0 = off). Default: off.")] = None,
+    max_steps: Annotated[Optional[int], typer.Option(
+        help="Stop after this many steps. Preset default: default 3000, tiny 200.")] = None,
+    epochs: Annotated[Optional[float], typer.Option(
+        help="Stop after this many passes over the training text.")] = None,
+    max_time: Annotated[Optional[float], typer.Option(
+        help="Stop after this many seconds of training; the LR schedule spans the budget.")]
+    = None,
+    eval_every: Annotated[Optional[int], typer.Option(
+        help=f"Validate every this many steps. Default: {T.eval_every}.")] = None,
+    save_every: Annotated[Optional[int], typer.Option(
+        help=f"Write the last checkpoint at least every this many steps. "
+             f"Default: {T.save_every}.")] = None,
+    seed: Annotated[Optional[int], typer.Option(
+        help=f"Random seed; the same seed gives the same run on CPU. Default: {T.seed}.")]
+    = None,
+    device: Annotated[Optional[str], typer.Option(
+        help="auto (cuda, then mps, then cpu), cpu, cuda or mps. Default: auto.")] = None,
+    vocab: VocabOpt = "char",
+    vocab_size: VocabSizeOpt = 1024,
+    val_fraction: ValOpt = 0.1,
+    doc_separator: SepOpt = None,
+):
+    """Train a model (preparing the corpus first, cached by content) and save it in a run directory."""
+    from .api import build_trainer
+    from .corpus import parse_separator
+
+    view = _TrainView()
+    with _Guard():
+        progress, update = _progress_bar("preparing corpus")
+        try:
+            trainer = build_trainer(
+                corpus, out, preset, resume, vocab=vocab, vocab_size=vocab_size,
+                val_fraction=val_fraction, doc_separator=parse_separator(doc_separator),
+                report=view, prepare_progress=update,
+                cell=cell, num_layers=layers, hidden_dim=hidden, embed_dim=embed,
+                dropout=dropout, tie_weights=tie_weights, batch_size=batch_size,
+                bptt_len=bptt, lr=lr, optimizer=optimizer, weight_decay=weight_decay,
+                warmup_steps=warmup, schedule=schedule, clip_norm=clip_norm,
+                clip_value=clip_value, max_steps=max_steps, epochs=epochs, max_time=max_time,
+                eval_every=eval_every, save_every=save_every, seed=seed, device=device)
+        finally:
+            progress.stop()
+
+        def request_stop(signum, frame):
+            if trainer.stop_requested:
+                raise KeyboardInterrupt
+            trainer.stop_requested = True
+            view.progress.console.print("stopping: saving a checkpoint at the end of this step "
+                                        "(press Ctrl-C again to abort without saving)")
+        old = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            summary = trainer.run()
+        finally:
+            view.stop()
+            for s, handler in old.items():
+                signal.signal(s, handler)
+        run_dir = summary["run_dir"]
+        best = summary["best_val"]
+        best_text = f"best val {best:.4f} nats/char ({best / math.log(2):.4f} bits/char), " \
+            if best is not None else ""
+        if summary["status"] == "interrupted":
+            err.print(f"interrupted at step {summary['step']:,}: saved {run_dir}/last.safetensors;"
+                      f" continue with: charlm train --resume {run_dir}")
+            raise typer.Exit(130)
+        err.print(f"done: {summary['step']:,} steps in {summary['elapsed']:.0f} s, {best_text}"
+                  f"saved in {run_dir}/")
+
+
+# ----- eval ------------------------------------------------------------------------------------
+@app.command("eval")
+def eval_command(
+    text: Annotated[Optional[list[Path]], typer.Argument(
+        help="Held-out UTF-8 text files, each read as one document. Default: the run's "
+             "validation split.")] = None,
+    checkpoint: Annotated[Optional[Path], typer.Option(
+        help="Run directory (its best checkpoint) or a .safetensors file. Default: the most "
+             "recently trained run under ./checkpoints/.")] = None,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print one JSON object instead of a table.")] = False,
+    lanes: Annotated[int, typer.Option(
+        help="Parallel lanes the text is cut into (each warms up on the 256 symbols before "
+             "its start).")] = 32,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "cpu",
+):
+    """Report loss (nats per symbol), perplexity and bits per character on held-out text."""
+    from .api import load
+    from .corpus import read_text
+
+    with _Guard():
+        if lanes < 1:
+            raise CharLMError(f"--lanes must be >= 1, got {lanes}")
+        lm = load(checkpoint, device=device)
+        if text:
+            split = lm.encode([read_text(p) for p in text])
+            source = ", ".join(str(p) for p in text)
+        else:
+            split = lm.validation_split()
+            source = "validation split"
+        if split.unknown and split.unknown >= split.chars:
+            raise CharLMError(f"{source}: every character is unknown to the model; nothing "
+                              f"to score")
+        result = lm.evaluate(split, lanes=lanes)
+        result.pop("total_nats", None)
+        if split.unknown:
+            err.print(f"warning: {split.unknown:,} character(s) the model never saw were not "
+                      f"scored")
+        if as_json:
+            print(json.dumps({"checkpoint": str(lm.path), "text": source, **result}))
+            return
+        table = Table(title=f"{source}\n{lm.path}", title_justify="left")
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        table.add_row("loss (nats/symbol)", f"{result['loss_nats']:.4f}")
+        table.add_row("perplexity", f"{result['perplexity']:.3f}")
+        table.add_row("bits per character", f"{result['bpc']:.4f}")
+        table.add_row("characters", f"{result['chars']:,}")
+        table.add_row("symbols scored", f"{result['symbols']:,}")
+        table.add_row("unknown symbols", f"{result['unknown']:,}")
+        out.print(table)
+
+
+# ----- sample ----------------------------------------------------------------------------------
+@app.command()
+def sample(
+    checkpoint: Annotated[Optional[Path], typer.Option(
+        help="Run directory (its best checkpoint) or a .safetensors file. Default: the most "
+             "recently trained run under ./checkpoints/.")] = None,
+    temp: Annotated[float, typer.Option(
+        help="Temperature: below 1 is safer, above 1 wilder; 0 always takes the most likely "
+             "symbol (greedy).")] = 0.8,
+    prime: Annotated[str, typer.Option(
+        help="Text the model reads first and continues; it is printed before the "
+             "continuation.")] = "",
+    length: Annotated[int, typer.Option(help="Characters to generate per sample.")] = 500,
+    seed: Annotated[Optional[int], typer.Option(
+        help="Random seed: the same seed gives the same text. Default: random (printed on "
+             "stderr).")] = None,
+    top_k: Annotated[Optional[int], typer.Option(
+        help="Draw only from the k most likely symbols (0 or unset = all).")] = None,
+    num_samples: Annotated[int, typer.Option(help="Independent samples to generate.")] = 1,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "cpu",
+):
+    """Generate text, streamed to stdout as it is produced."""
+    import os
+
+    from .api import load
+
+    with _Guard():
+        if temp < 0 or math.isnan(temp):
+            raise CharLMError(f"--temp must be >= 0, got {temp}")
+        if length < 0:
+            raise CharLMError(f"--length must be >= 0, got {length}")
+        if top_k is not None and top_k < 0:
+            raise CharLMError(f"--top-k must be >= 0, got {top_k}")
+        if num_samples < 1:
+            raise CharLMError(f"--num-samples must be >= 1, got {num_samples}")
+        lm = load(checkpoint, device=device)
+        if seed is None:
+            seed = int.from_bytes(os.urandom(4), "little") % (2**31)
+            err.print(f"seed {seed}")
+
+        def warn(message: str):
+            err.print(f"warning: {message}")
+
+        if num_samples == 1:
+            pending = [prime]  # the prime is written once the model has accepted it
+
+            def stream(_: int, piece: str):
+                sys.stdout.write(pending.pop() + piece if pending else piece)
+                sys.stdout.flush()
+            lm.sample(prime, length, temp, top_k or None, seed, 1, stream, warn)
+            sys.stdout.write((pending.pop() if pending else "") + "\n")
+        else:
+            texts = lm.sample(prime, length, temp, top_k or None, seed, num_samples, None, warn)
+            for i, t in enumerate(texts, 1):
+                err.print(f"--- sample {i} of {num_samples} ---")
+                sys.stdout.write(prime + t + "\n")
+                sys.stdout.flush()
+
+
+def main():
+    try:
+        app()
+    except BrokenPipeError:  # e.g. `charlm sample | head`
+        sys.stderr.close()
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

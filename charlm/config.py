@@ -1,0 +1,101 @@
+"""Training configuration and presets: the one home of charlm's defaults.
+
+A preset names a model size and training budget. ``charlm train`` with no option uses the
+``default`` preset; any option given on the command line overrides the preset's value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+
+from .errors import CharLMError
+
+OPTIMIZERS = ("adamw", "adam", "rmsprop", "sgd")
+SCHEDULES = ("cosine", "linear", "constant")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int = 32          # parallel lanes
+    bptt_len: int = 128           # time steps per chunk (truncated BPTT length)
+    optimizer: str = "adamw"
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9         # SGD momentum; RMSprop's momentum too
+    warmup_steps: int = 100
+    schedule: str = "cosine"
+    min_lr_ratio: float = 0.05    # the decay ends at lr * min_lr_ratio
+    clip_norm: float = 1.0        # 0 = no clipping by norm
+    clip_value: float = 0.0       # 0 = no clipping by value
+    max_steps: int | None = None
+    epochs: float | None = None
+    max_time: float | None = None  # seconds of training; the LR schedule spans it
+    eval_every: int = 250
+    save_every: int = 500
+    eval_lanes: int = 32
+    eval_burn_in: int = 256
+    seed: int = 1337
+    device: str = "auto"
+
+    def __post_init__(self):
+        def positive(name, allow_zero=False):
+            v = getattr(self, name)
+            if v is None:
+                return
+            if v < 0 or (v == 0 and not allow_zero):
+                raise CharLMError(f"--{name.replace('_', '-')} must be "
+                                  f"{'>= 0' if allow_zero else '> 0'}, got {v}")
+        for name in ("batch_size", "bptt_len", "lr", "eval_every", "save_every", "eval_lanes",
+                     "max_steps", "epochs", "max_time"):
+            positive(name)
+        for name in ("weight_decay", "momentum", "warmup_steps", "clip_norm", "clip_value",
+                     "eval_burn_in", "min_lr_ratio"):
+            positive(name, allow_zero=True)
+        if self.optimizer not in OPTIMIZERS:
+            raise CharLMError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, "
+                              f"not {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise CharLMError(f"--schedule must be one of {', '.join(SCHEDULES)}, "
+                              f"not {self.schedule!r}")
+        if self.device not in DEVICES:
+            raise CharLMError(f"--device must be one of {', '.join(DEVICES)}, not {self.device!r}")
+        if self.min_lr_ratio > 1:
+            raise CharLMError("--min-lr-ratio must be at most 1")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def with_options(self, **options) -> TrainConfig:
+        return replace(self, **{k: v for k, v in options.items() if v is not None})
+
+
+# Each preset: model options (ModelConfig fields) and training options (TrainConfig fields).
+PRESETS: dict[str, dict] = {
+    "tiny": {  # seconds: for trying the tool out and for tests
+        "model": {"cell": "lstm", "num_layers": 1, "hidden_dim": 64, "embed_dim": 32},
+        "train": {"batch_size": 16, "bptt_len": 64, "max_steps": 200, "eval_every": 100},
+    },
+    "default": {  # a few minutes on a 2-core laptop CPU
+        "model": {"cell": "lstm", "num_layers": 2, "hidden_dim": 256, "embed_dim": 64,
+                  "dropout": 0.0},
+        "train": {"batch_size": 32, "bptt_len": 128, "lr": 3e-3, "max_steps": 3000},
+    },
+    "large": {  # about an hour on a 2-core CPU, minutes on a GPU
+        "model": {"cell": "lstm", "num_layers": 2, "hidden_dim": 512, "embed_dim": 128,
+                  "dropout": 0.25},
+        "train": {"batch_size": 32, "bptt_len": 128, "lr": 2e-3, "max_steps": 12000},
+    },
+}
+PRESET_HELP = ", ".join(f"{name}" for name in PRESETS)
+
+
+def preset(name: str) -> dict:
+    if name not in PRESETS:
+        raise CharLMError(f"unknown --preset {name!r}; choose one of {PRESET_HELP}")
+    return PRESETS[name]

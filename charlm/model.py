@@ -1,0 +1,150 @@
+"""The recurrent language model: embedding -> stacked LSTM/GRU/Elman RNN -> linear over the vocab.
+
+The forward takes the recurrent state and returns the new one, so callers carry it across
+chunks (training, evaluation) or steps (sampling). A boolean ``reset`` mask (B, T) says where a
+lane's state goes back to the initial state before an input is read (a document starts there).
+The fused ``torch.nn`` layers run the stretches between resets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from .errors import CharLMError
+from .vocab import PAD_ID
+
+CELLS = ("lstm", "gru", "rnn")
+State = tuple[torch.Tensor, ...]  # (h,) or (h, c), each (num_layers, B, hidden_dim)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    vocab_size: int
+    cell: str = "lstm"
+    num_layers: int = 2
+    hidden_dim: int = 256
+    embed_dim: int = 64
+    dropout: float = 0.0
+    tie_weights: bool = False
+    never_predict: tuple[int, ...] = (PAD_ID,)  # ids whose logits are -inf (PAD, UNK)
+
+    def __post_init__(self):
+        if self.cell not in CELLS:
+            raise CharLMError(f"--cell must be one of {', '.join(CELLS)}, not {self.cell!r}")
+        for name in ("vocab_size", "num_layers", "hidden_dim", "embed_dim"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise CharLMError(f"{name} must be a positive integer, got {value!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise CharLMError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if self.tie_weights and self.embed_dim != self.hidden_dim:
+            raise CharLMError(f"--tie-weights needs --embed equal to --hidden "
+                              f"(got {self.embed_dim} and {self.hidden_dim})")
+        if any(not 0 <= i < self.vocab_size for i in self.never_predict):
+            raise CharLMError("never_predict ids must lie inside the vocab")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["never_predict"] = list(self.never_predict)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelConfig:
+        known = set(cls.__dataclass_fields__)
+        unknown = set(d) - known
+        if unknown:
+            raise CharLMError(f"model config has unknown fields: {', '.join(sorted(unknown))}")
+        d = dict(d)
+        if "never_predict" in d:
+            d["never_predict"] = tuple(d["never_predict"])
+        return cls(**d)
+
+    def num_parameters(self) -> int:
+        gates = {"lstm": 4, "gru": 3, "rnn": 1}[self.cell]
+        h, e, v = self.hidden_dim, self.embed_dim, self.vocab_size
+        rnn = sum(gates * h * ((e if i == 0 else h) + h + 2) for i in range(self.num_layers))
+        head = (0 if self.tie_weights else v * h) + v
+        return v * e + rnn + head
+
+
+class CharRNN(nn.Module):
+    """Character (or token) language model with an explicitly carried recurrent state."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        c = config
+        self.embed = nn.Embedding(c.vocab_size, c.embed_dim, padding_idx=PAD_ID)
+        rnn_cls = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[c.cell]
+        kwargs = {"nonlinearity": "tanh"} if c.cell == "rnn" else {}
+        self.rnn = rnn_cls(c.embed_dim, c.hidden_dim, c.num_layers, batch_first=True,
+                           dropout=c.dropout if c.num_layers > 1 else 0.0, **kwargs)
+        self.drop = nn.Dropout(c.dropout)
+        self.head = nn.Linear(c.hidden_dim, c.vocab_size)
+        if c.tie_weights:
+            self.head.weight = self.embed.weight
+        self.register_buffer("_never", torch.tensor(list(c.never_predict), dtype=torch.long),
+                             persistent=False)
+        with torch.no_grad():
+            for i in c.never_predict:  # never-read ids start as zero vectors
+                self.embed.weight[i].zero_()
+
+    @property
+    def state_size(self) -> int:
+        return 2 if self.config.cell == "lstm" else 1
+
+    def initial_state(self, batch_size: int) -> State:
+        c = self.config
+        w = self.head.bias
+        zeros = w.new_zeros(c.num_layers, batch_size, c.hidden_dim)
+        return tuple(zeros.clone() for _ in range(self.state_size))
+
+    def reset_state(self, state: State, mask: torch.Tensor) -> State:
+        """Put lanes where ``mask`` (B,) is true back to the initial state."""
+        init = self.initial_state(mask.shape[0])
+        m = mask.view(1, -1, 1)
+        return tuple(torch.where(m, i, s) for i, s in zip(init, state))
+
+    @staticmethod
+    def detach_state(state: State) -> State:
+        return tuple(s.detach() for s in state)
+
+    def _run(self, x: torch.Tensor, state: State):
+        out, new = self.rnn(x, state if self.state_size == 2 else state[0])
+        return out, (new if isinstance(new, tuple) else (new,))
+
+    def forward(self, inputs: torch.Tensor, state: State | None = None,
+                reset: torch.Tensor | None = None) -> tuple[torch.Tensor, State]:
+        """inputs (B, T) ids -> logits (B, T, V) and the state after the last input."""
+        batch, steps = inputs.shape
+        if state is None:
+            state = self.initial_state(batch)
+        x = self.embed(inputs)  # (B, T, E)
+        if reset is None:
+            out, state = self._run(x, state)
+        else:
+            # Split the chunk at the time steps where some lane resets; run each stretch fused.
+            times = torch.nonzero(reset.any(dim=0)).flatten().tolist()
+            pieces, prev = [], 0
+            for t in times:
+                if t > prev:
+                    o, state = self._run(x[:, prev:t], state)
+                    pieces.append(o)
+                state = self.reset_state(state, reset[:, t])
+                prev = t
+            o, state = self._run(x[:, prev:], state)
+            pieces.append(o)
+            out = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)
+        logits = self.head(self.drop(out))  # (B, T, V)
+        logits.index_fill_(-1, self._never, float("-inf"))  # safe: linear keeps no output
+        return logits, state
+
+
+def loss_sum(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Summed nats over non-PAD targets, and how many there were."""
+    total = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
+                                        targets.reshape(-1), ignore_index=PAD_ID, reduction="sum")
+    return total, int((targets != PAD_ID).sum())

@@ -1,0 +1,110 @@
+"""Sampling: prime the state, then draw one symbol at a time with the state carried.
+
+Each generated symbol costs one step of the network (no re-run of the prefix). Generation starts
+a document: the state is the initial one and the first input is EOD, then the prime text. When
+the model draws EOD its document has ended: the corpus' document separator is written and a new
+document starts from a fresh state. PAD and UNK are never drawn (their logits are -inf).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import contextmanager
+
+import torch
+
+from .errors import CharLMError
+from .model import CharRNN
+from .vocab import Vocab
+
+
+@contextmanager
+def _step_context(device: torch.device):
+    """oneDNN's RNN kernel is built for long sequences; for one step at a time the plain
+    kernel is several times faster on CPU, so it is switched off while sampling."""
+    if device.type != "cpu":
+        yield
+        return
+    before = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = before
+
+
+def pick(logits: torch.Tensor, temperature: float, top_k: int | None,
+         generator: torch.Generator) -> torch.Tensor:
+    """Draw one id per row from logits (B, V); temperature 0 takes the argmax."""
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = logits.float() / temperature
+    if top_k and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = torch.softmax(logits, dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+@torch.no_grad()
+def generate(model: CharRNN, vocab: Vocab, length: int, prime: str = "", temperature: float = 0.8,
+             top_k: int | None = None, seed: int = 0, num_samples: int = 1,
+             separator: str = "\n\n", on_text: Callable[[int, str], None] | None = None,
+             on_warning: Callable[[str], None] | None = None) -> list[str]:
+    """Generate ``num_samples`` texts of ``length`` characters each after ``prime``.
+
+    ``on_text(sample_index, text)`` receives text as soon as it is decoded (streaming). The
+    returned strings hold the generated continuation only, without the prime.
+    """
+    if temperature < 0:
+        raise CharLMError(f"--temp must be >= 0, got {temperature}")
+    if length < 0:
+        raise CharLMError(f"--length must be >= 0, got {length}")
+    if top_k is not None and top_k < 0:
+        raise CharLMError(f"--top-k must be >= 0, got {top_k}")
+    if num_samples < 1:
+        raise CharLMError(f"--num-samples must be >= 1, got {num_samples}")
+    device = next(model.parameters()).device
+    model.eval()
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed)
+    prime_ids = vocab.encode(prime) if prime else []
+    if prime and vocab.unk_id is not None:
+        unknown = int((prime_ids == vocab.unk_id).sum())
+        if unknown == len(prime_ids):
+            raise CharLMError("the prime text holds only characters the model never saw")
+        if unknown and on_warning:
+            on_warning(f"prime text: {unknown} character(s) the model never saw; "
+                       f"they are read as the unknown symbol")
+    ids = [vocab.eod_id] + [int(i) for i in prime_ids]
+    x = torch.tensor([ids] * num_samples, device=device)
+    decoders = [vocab.stream_decoder() for _ in range(num_samples)]
+    outputs = [[] for _ in range(num_samples)]
+    written = [0] * num_samples
+    with _step_context(device):
+        logits, state = model(x)
+        last = logits[:, -1]
+        while min(written) < length:
+            nxt = pick(last, temperature, top_k, generator)  # (B,)
+            for b, token in enumerate(nxt.tolist()):
+                if written[b] >= length:
+                    continue
+                text = separator if token == vocab.eod_id else decoders[b].push(token)
+                text = text[: length - written[b]]
+                if text:
+                    written[b] += len(text)
+                    outputs[b].append(text)
+                    if on_text:
+                        on_text(b, text)
+            ended = nxt == vocab.eod_id
+            if bool(ended.any()):
+                state = model.reset_state(state, ended)
+            logits, state = model(nxt[:, None], state)
+            last = logits[:, -1]
+    for b in range(num_samples):
+        tail = decoders[b].flush()[: max(length - written[b], 0)]
+        if tail:
+            outputs[b].append(tail)
+            if on_text:
+                on_text(b, tail)
+    return ["".join(o) for o in outputs]
