@@ -404,9 +404,9 @@ def sample(
         if num_samples < 1:
             raise CharLMError(f"--num-samples must be >= 1, got {num_samples}")
         lm = load(checkpoint, device=device)
-        if seed is None:
+        chosen_seed = seed is None
+        if chosen_seed:
             seed = int.from_bytes(os.urandom(4), "little") % (2**31)
-            err.print(f"seed {seed}")
 
         def warn(message: str):
             err.print(f"warning: {message}")
@@ -425,6 +425,8 @@ def sample(
                 err.print(f"--- sample {i} of {num_samples} ---")
                 sys.stdout.write(prime + t + "\n")
                 sys.stdout.flush()
+        if chosen_seed:
+            err.print(f"(seed {seed}: pass --seed {seed} to get this text again)")
 
 
 def main():

@@ -221,31 +221,60 @@ class BPEVocab(Vocab):
         return cls(tok)
 
 
-class StreamDecoder:
-    """Turns ids into text one at a time for streaming output.
+def _byte_level_alphabet() -> dict[str, int]:
+    """The byte-level BPE convention: which printable character stands for each byte.
 
-    A byte-level BPE token can end in the middle of a multi-byte character; such tokens are held
-    back (at most a few) until the character completes, so no replacement characters appear
-    mid-stream. Work per id is O(1).
+    Bytes that are printable Latin-1 characters (33-126, 161-172, 174-255) stand for themselves;
+    the other 68 bytes are given the code points 256, 257, ... in increasing byte order.
+    """
+    direct = [*range(33, 127), *range(161, 173), *range(174, 256)]
+    table, extra = {}, 0
+    for b in range(256):
+        if b in direct:
+            table[chr(b)] = b
+        else:
+            table[chr(256 + extra)] = b
+            extra += 1
+    return table
+
+
+class StreamDecoder:
+    """Turns ids into text one at a time for streaming output, O(1) work per id.
+
+    A byte-level BPE token can end in the middle of a multi-byte character; its bytes go through
+    an incremental UTF-8 decoder, which holds the unfinished character back until it completes.
     """
 
-    max_pending = 4
+    _alphabet: dict[str, int] | None = None
 
     def __init__(self, vocab: Vocab):
+        import codecs
+
         self.vocab = vocab
-        self.pending: list[int] = []
+        self.utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.cache: dict[int, bytes] = {}
+
+    def _bytes(self, token_id: int) -> bytes:
+        if token_id not in self.cache:
+            if StreamDecoder._alphabet is None:
+                StreamDecoder._alphabet = _byte_level_alphabet()
+            token = self.vocab.tokenizer.id_to_token(token_id) or ""
+            alphabet = StreamDecoder._alphabet
+            if all(ch in alphabet for ch in token):
+                self.cache[token_id] = bytes(alphabet[ch] for ch in token)
+            else:  # not a byte-level token: fall back to the library's decoder
+                self.cache[token_id] = self.vocab.decode([token_id]).encode("utf-8")
+        return self.cache[token_id]
 
     def push(self, token_id: int) -> str:
+        token_id = int(token_id)
         if isinstance(self.vocab, CharVocab):
             return self.vocab.decode([token_id])
-        self.pending.append(int(token_id))
-        text = self.vocab.decode(self.pending)
-        if text.endswith("\ufffd") and len(self.pending) < self.max_pending:
+        if token_id < len(self.vocab.specials):
             return ""
-        self.pending = []
-        return text
+        return self.utf8.decode(self._bytes(token_id))
 
     def flush(self) -> str:
-        text = self.vocab.decode(self.pending) if self.pending else ""
-        self.pending = []
-        return text
+        if isinstance(self.vocab, CharVocab):
+            return ""
+        return self.utf8.decode(b"", final=True)

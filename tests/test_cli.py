@@ -1,0 +1,160 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from charlm.cli import app
+
+runner = CliRunner()
+TINY = ["--preset", "tiny", "--layers", "1", "--hidden", "32", "--embed", "16", "--batch-size",
+        "4", "--bptt", "32", "--max-steps", "12", "--eval-every", "6", "--device", "cpu"]
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def snapshot(root: Path) -> dict:
+    return {p: p.read_bytes() for p in root.rglob("*") if p.is_file() and "cache" not in p.parts}
+
+
+def assert_clean_error(result, pattern, code=1):
+    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
+    err = result.stderr.strip()
+    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
+    if code == 1:
+        assert len(err.splitlines()) == 1, err
+        assert err.startswith("error: ") and pattern.lower() in err.lower(), err
+
+
+@pytest.fixture
+def run_dir(tmp_path, small_corpus):
+    result = run("train", small_corpus, "--out", tmp_path / "run", *TINY)
+    assert result.exit_code == 0, result.stderr
+    return tmp_path / "run"
+
+
+def test_end_to_end_prepare_train_eval_sample(tmp_path, small_corpus):
+    r = run("prepare", small_corpus, "--out", tmp_path / "prep")
+    assert r.exit_code == 0, r.stderr
+    assert (tmp_path / "prep" / "meta.json").exists()
+    # Train on the prepared directory; the run lands in ./checkpoints/<name>.
+    r = run("train", tmp_path / "prep", *TINY)
+    assert r.exit_code == 0, r.stderr
+    assert "val" in r.stderr and "done:" in r.stderr
+    runs = list((tmp_path / "checkpoints").iterdir())
+    assert len(runs) == 1 and (runs[0] / "best.safetensors").exists()
+    held_out = tmp_path / "held.txt"
+    held_out.write_text("ROMEO: But soft, what light through yonder window breaks?\n")
+    r = run("eval", held_out, "--json")  # default checkpoint: the newest run
+    assert r.exit_code == 0, r.stderr
+    figures = json.loads(r.stdout)
+    for key in ("loss_nats", "perplexity", "bpc", "chars", "symbols", "unknown"):
+        assert key in figures
+    assert figures["chars"] == len(held_out.read_text())
+    assert figures["bpc"] > 0
+    r = run("eval")  # the run's validation split, as a table
+    assert r.exit_code == 0 and "bits per character" in r.stdout
+    r = run("sample", "--temp", "0.8", "--length", "50", "--seed", "1", "--prime", "KING:")
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout.startswith("KING:") and len(r.stdout) == len("KING:") + 50 + 1
+    again = run("sample", "--temp", "0.8", "--length", "50", "--seed", "1", "--prime", "KING:")
+    assert again.stdout == r.stdout
+
+
+def test_train_twice_makes_a_new_run(tmp_path, small_corpus):
+    for _ in range(2):
+        assert run("train", small_corpus, *TINY).exit_code == 0
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == ["small", "small-2"]
+
+
+def test_help_documents_every_option():
+    for command in ("prepare", "train", "eval", "sample"):
+        r = run(command, "--help")
+        assert r.exit_code == 0
+        assert "--help" in r.stdout
+    r = run("train", "--help")
+    for option in ("--cell", "--layers", "--hidden", "--embed", "--dropout", "--tie-weights",
+                   "--max-steps", "--epochs", "--max-time", "--resume", "--preset", "--device",
+                   "--clip-norm", "--clip-value", "--optimizer", "--seed"):
+        assert option in r.stdout
+    assert run("--version").stdout.startswith("charlm ")
+
+
+BAD_INPUTS = {
+    "missing file": (["train", "nope.txt"], "no such file"),
+    "empty file": (["train", "{empty}"], "empty"),
+    "whitespace file": (["train", "{blank}"], "empty"),
+    "invalid utf-8": (["train", "{badutf}"], "invalid UTF-8 at byte offset 6"),
+    "dir without text": (["train", "{bindir}"], "no text files"),
+    "shorter than a chunk": (["train", "{short}", "--val-fraction", "0"], "shorter than one chunk"),
+    "zero layers": (["train", "{small}", "--layers", "0"], "num_layers"),
+    "negative lr": (["train", "{small}", "--lr", "-1"], "--lr"),
+    "bad cell": (["train", "{small}", "--cell", "tcn"], "--cell"),
+    "tie without equal sizes": (["train", "{small}", "--tie-weights"], "--tie-weights"),
+    "bpe vocab too small": (["prepare", "{small}", "--out", "p", "--vocab", "bpe",
+                             "--vocab-size", "100"], "too small"),
+    "prepare into non-empty dir": (["prepare", "{small}", "--out", "{bindir}"], "not empty"),
+    "resume a non-run": (["train", "--resume", "{bindir}"], "not a charlm run"),
+    "negative temperature": (["sample", "--checkpoint", "{run}", "--temp", "-1"], "--temp"),
+    "negative length": (["sample", "--checkpoint", "{run}", "--length", "-3"], "--length"),
+    "negative top-k": (["sample", "--checkpoint", "{run}", "--top-k", "-3"], "--top-k"),
+    "prime of unseen chars": (["sample", "--checkpoint", "{run}", "--prime", "🙂🙂"],
+                              "only characters"),
+    "missing checkpoint": (["sample", "--checkpoint", "nowhere"], "not found"),
+    "corrupt checkpoint": (["eval", "--checkpoint", "{corrupt}"], "not a valid charlm checkpoint"),
+    "eval missing text": (["eval", "gone.txt", "--checkpoint", "{run}"], "no such file"),
+    "eval unseen only": (["eval", "{emoji}", "--checkpoint", "{run}"], "every character"),
+    "eval invalid utf-8": (["eval", "{badutf}", "--checkpoint", "{run}"], "invalid UTF-8"),
+    "resume with other size": (["train", "--resume", "{run}", "--hidden", "64"],
+                               "--hidden-dim"),
+    "out holds a run": (["train", "{small}", "--out", "{run}"], "already holds a run"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS), ids=list(BAD_INPUTS))
+def test_bad_input_gives_one_clean_line(case, tmp_path, small_corpus, run_dir):
+    args, pattern = BAD_INPUTS[case]
+    (tmp_path / "empty.txt").write_bytes(b"")
+    (tmp_path / "blank.txt").write_text("  \n \n")
+    (tmp_path / "badutf.txt").write_bytes(b"hello \xc3\x28 world")
+    (tmp_path / "short.txt").write_text("tiny")
+    (tmp_path / "emoji.txt").write_text("🙂🙂🙂")
+    (tmp_path / "bindir").mkdir()
+    (tmp_path / "bindir" / "blob").write_bytes(b"\0\1\2")
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(b"\x80\x04not a checkpoint at all")
+    names = {"empty": tmp_path / "empty.txt", "blank": tmp_path / "blank.txt",
+             "badutf": tmp_path / "badutf.txt", "short": tmp_path / "short.txt",
+             "emoji": tmp_path / "emoji.txt", "bindir": tmp_path / "bindir",
+             "small": small_corpus, "run": run_dir, "corrupt": corrupt}
+    args = [a.format(**names) for a in args]
+    before = snapshot(tmp_path)
+    result = run(*args)
+    assert_clean_error(result, pattern)
+    assert snapshot(tmp_path) == before  # nothing written, nothing overwritten
+
+
+def test_usage_errors_exit_2():
+    assert_clean_error(run("train", "--no-such-option"), "", code=2)
+    assert_clean_error(run("sample", "--temp", "warm"), "", code=2)
+
+
+def test_console_script_and_module_entry_points(tmp_path, small_corpus):
+    env = {**os.environ, "CHARLM_CACHE_DIR": str(tmp_path / "cache")}
+    cmd = [sys.executable, "-m", "charlm"]
+    r = subprocess.run(cmd + ["train", str(small_corpus), *TINY], capture_output=True,
+                       text=True, env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run(cmd + ["sample", "--length", "30", "--seed", "2"], capture_output=True,
+                       text=True, env=env, cwd=tmp_path)
+    assert r.returncode == 0 and len(r.stdout) == 31, r.stderr
+    r = subprocess.run(cmd + ["eval", "missing.txt"], capture_output=True, text=True, env=env,
+                       cwd=tmp_path)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines() == ["error: missing.txt: no such file"]

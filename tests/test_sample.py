@@ -1,0 +1,85 @@
+import pytest
+import torch
+
+import charlm
+from charlm.api import build_trainer
+from charlm.errors import CharLMError
+
+from conftest import tiny_options
+
+
+@pytest.fixture
+def lm(tmp_path, small_corpus):
+    build_trainer(small_corpus, out=tmp_path / "run", **tiny_options()).run()
+    return charlm.load(tmp_path / "run")
+
+
+def test_same_seed_same_text(lm):
+    a = lm.sample("ROMEO:", length=80, temperature=1.0, seed=7)
+    b = lm.sample("ROMEO:", length=80, temperature=1.0, seed=7)
+    c = lm.sample("ROMEO:", length=80, temperature=1.0, seed=8)
+    assert a == b and a != c and len(a) == 80
+
+
+def test_greedy_is_deterministic_without_seed(lm):
+    assert lm.sample("First", length=40, temperature=0) == lm.sample("First", length=40,
+                                                                      temperature=0, seed=123)
+
+
+def test_streaming_delivers_the_same_text_piece_by_piece(lm):
+    pieces = []
+    text = lm.sample("KING", length=60, temperature=0.9, seed=3,
+                     on_text=lambda i, piece: pieces.append(piece))
+    assert len(pieces) >= 50 and "".join(pieces) == text
+
+
+def test_one_step_of_work_per_symbol(lm):
+    lengths = []
+    original = lm.model.forward
+
+    def counting(inputs, *args, **kwargs):
+        lengths.append(inputs.shape[1])
+        return original(inputs, *args, **kwargs)
+    lm.model.forward = counting
+    lm.sample("ab", length=100, temperature=1.0, seed=0)
+    assert lengths[0] == 3  # EOD + the prime, read once
+    assert lengths[1:] == [1] * (len(lengths) - 1)  # then one symbol per step
+    assert 100 <= len(lengths) <= 101
+
+
+def test_pad_and_unk_are_never_sampled(lm):
+    drawn = []
+    original = lm.model.forward
+
+    def recording(inputs, *args, **kwargs):
+        drawn.extend(inputs.flatten().tolist())
+        return original(inputs, *args, **kwargs)
+    lm.model.forward = recording
+    lm.sample(length=300, temperature=5.0, seed=1, num_samples=4)
+    assert 0 not in drawn and lm.vocab.unk_id not in drawn
+
+
+def test_batch_of_samples(lm):
+    texts = lm.sample("A", length=30, temperature=1.0, seed=5, num_samples=3)
+    assert len(texts) == 3 and all(len(t) == 30 for t in texts)
+    assert len(set(texts)) > 1
+
+
+def test_unseen_prime_characters_warn(lm):
+    warnings = []
+    lm.sample("ROMEO 🙂", length=5, seed=0, on_warning=warnings.append)
+    assert warnings and "never saw" in warnings[0]
+    with pytest.raises(CharLMError, match="only characters"):
+        lm.sample("🙂🙂", length=5, seed=0)
+
+
+@pytest.mark.parametrize("bad", [dict(temperature=-1), dict(length=-5), dict(top_k=-2),
+                                 dict(num_samples=0)])
+def test_bad_sampling_options(lm, bad):
+    with pytest.raises(CharLMError):
+        lm.sample("x", **{"length": 5, **bad})
+
+
+def test_top_k_one_equals_greedy(lm):
+    assert lm.sample("The", length=50, temperature=1.3, top_k=1, seed=4) == \
+        lm.sample("The", length=50, temperature=0)

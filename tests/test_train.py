@@ -1,0 +1,151 @@
+import json
+import math
+
+import pytest
+import torch
+
+import charlm
+from charlm.api import build_trainer
+from charlm.checkpoint import load_checkpoint
+from charlm.errors import CharLMError
+from charlm.train import lr_factor
+from charlm.config import TrainConfig
+
+from conftest import tiny_options
+
+
+def params(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def read_metrics(run_dir):
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def test_overfits_a_tiny_corpus(tmp_path):
+    text = "the cat sat on the mat. " * 40
+    corpus = tmp_path / "tiny.txt"
+    corpus.write_text(text)
+    lm = charlm.train(corpus, out=tmp_path / "run", **tiny_options(
+        hidden_dim=64, max_steps=150, lr=1e-2, val_fraction=0.0, eval_every=1000,
+        save_every=1000))
+    result = lm.evaluate(text[:200])
+    assert result["loss_nats"] < 0.25, result  # a memorised sentence is nearly free
+    assert lm.sample("the cat", length=20, temperature=0, seed=0) == " sat on the mat. the"
+
+
+def test_same_seed_same_run(tmp_path, small_corpus):
+    runs = []
+    for name in ("a", "b"):
+        trainer = build_trainer(small_corpus, out=tmp_path / name, **tiny_options())
+        trainer.run()
+        runs.append((params(trainer.model), read_metrics(tmp_path / name)))
+    (pa, ma), (pb, mb) = runs
+    assert all(torch.equal(pa[k], pb[k]) for k in pa)
+    assert [m.get("loss") for m in ma] == [m.get("loss") for m in mb]
+
+
+def test_run_directory_is_self_contained(tmp_path, small_corpus):
+    trainer = build_trainer(small_corpus, out=tmp_path / "run", **tiny_options())
+    trainer.run()
+    run = tmp_path / "run"
+    for name in ("config.json", "vocab.json", "last.safetensors", "best.safetensors",
+                 "metrics.jsonl"):
+        assert (run / name).is_file(), name
+    assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
+    config = json.loads((run / "config.json").read_text())
+    assert config["model"]["hidden_dim"] == 32 and config["train"]["bptt_len"] == 32
+    evals = [m for m in read_metrics(run) if "val_loss" in m]
+    assert [m["step"] for m in evals] == [10, 20]
+    assert all(math.isclose(m["val_bpc"] * math.log(2), m["val_loss"], rel_tol=0.01)
+               for m in evals)
+
+
+def test_checkpoint_round_trip_gives_identical_logits(tmp_path, small_corpus):
+    trainer = build_trainer(small_corpus, out=tmp_path / "run", **tiny_options())
+    trainer.run()
+    trainer.model.eval()
+    text = "ROMEO: what light"
+    ids = [trainer.vocab.eod_id] + trainer.vocab.encode(text).tolist()
+    with torch.no_grad():
+        expected = trainer.model(torch.tensor([ids]))[0][0]
+    ckpt = load_checkpoint(tmp_path / "run" / "last.safetensors")
+    lm = charlm.load(tmp_path / "run", which="last")
+    assert torch.equal(lm.logits(text), expected)
+    assert ckpt.vocab.to_json() == trainer.vocab.to_json()
+
+
+def test_resume_equals_uninterrupted_run(tmp_path, small_corpus):
+    full = build_trainer(small_corpus, out=tmp_path / "full", **tiny_options(dropout=0.1,
+                                                                             num_layers=2))
+    full.run()
+    first = build_trainer(small_corpus, out=tmp_path / "split",
+                          **tiny_options(dropout=0.1, num_layers=2))
+    steps = []
+
+    def stop_at_7(event, data):
+        if event == "step" and data["step"] == 7:
+            first.stop_requested = True
+    first.report = stop_at_7
+    assert first.run()["status"] == "interrupted"
+    resumed = build_trainer(resume=tmp_path / "split")
+    assert resumed.pos.step == 7
+    resumed.run()
+    a, b = params(full.model), params(resumed.model)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    losses = lambda d: [m["loss"] for m in read_metrics(d) if "loss" in m]
+    assert losses(tmp_path / "full") == losses(tmp_path / "split")
+
+
+def test_resume_refuses_changed_model_options(tmp_path, small_corpus):
+    build_trainer(small_corpus, out=tmp_path / "run", **tiny_options()).run()
+    with pytest.raises(CharLMError, match="--hidden-dim"):
+        build_trainer(resume=tmp_path / "run", hidden_dim=64)
+    # Stopping options may change: train further.
+    more = build_trainer(resume=tmp_path / "run", max_steps=25)
+    assert more.run()["step"] == 25
+
+
+def test_existing_run_is_not_overwritten(tmp_path, small_corpus):
+    build_trainer(small_corpus, out=tmp_path / "run", **tiny_options()).run()
+    before = (tmp_path / "run" / "last.safetensors").read_bytes()
+    with pytest.raises(CharLMError, match="already holds a run"):
+        build_trainer(small_corpus, out=tmp_path / "run", **tiny_options())
+    assert (tmp_path / "run" / "last.safetensors").read_bytes() == before
+
+
+def test_corpus_shorter_than_one_chunk(tmp_path):
+    f = tmp_path / "short.txt"
+    f.write_text("too short")
+    with pytest.raises(CharLMError, match="shorter than one chunk"):
+        build_trainer(f, out=tmp_path / "run", **tiny_options(val_fraction=0.0))
+
+
+def test_nonfinite_steps_are_skipped_then_training_stops(tmp_path, small_corpus):
+    trainer = build_trainer(small_corpus, out=tmp_path / "run", **tiny_options(max_steps=40))
+    original = trainer.model.forward
+
+    def poisoned(*args, **kwargs):
+        logits, state = original(*args, **kwargs)
+        if trainer.pos.step >= 12:
+            logits = logits * float("nan")
+        return logits, state
+    trainer.model.forward = poisoned
+    with pytest.raises(CharLMError, match="lower --lr"):
+        trainer.run()
+    skipped = [m for m in read_metrics(tmp_path / "run") if m.get("skipped")]
+    assert len(skipped) == 5
+    ckpt = load_checkpoint(tmp_path / "run" / "last.safetensors")
+    assert ckpt.info["step"] == 10  # the last good checkpoint is intact
+    assert all(torch.isfinite(p).all() for p in ckpt.model.parameters())
+
+
+def test_lr_schedule_warms_up_and_decays():
+    cfg = TrainConfig(warmup_steps=10, schedule="cosine", min_lr_ratio=0.1)
+    assert lr_factor(cfg, 0, 0.0) == pytest.approx(0.1)
+    assert lr_factor(cfg, 9, 0.0) == pytest.approx(1.0)
+    assert lr_factor(cfg, 50, 0.5) == pytest.approx(0.55)
+    assert lr_factor(cfg, 100, 1.0) == pytest.approx(0.1)
+    lin = TrainConfig(warmup_steps=0, schedule="linear", min_lr_ratio=0.0)
+    assert lr_factor(lin, 5, 0.25) == pytest.approx(0.75)
