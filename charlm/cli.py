@@ -221,7 +221,7 @@ def train(
     embed: Annotated[Optional[int], typer.Option(
         help="Embedding size. Preset default: 64.")] = None,
     dropout: Annotated[Optional[float], typer.Option(
-        help="Dropout between layers and before the output layer. Preset default: 0.")] = None,
+        help="Dropout between layers and before the output layer. Preset default: 0.2.")] = None,
     tie_weights: Annotated[Optional[bool], typer.Option(
         "--tie-weights/--no-tie-weights",
         help="Share the embedding and output weights (needs --embed = --hidden). "
@@ -248,7 +248,7 @@ def train(
     clip_value: Annotated[Optional[float], typer.Option(
         help="Clip each gradient element to [-v, v] (0 = off). Default: off.")] = None,
     max_steps: Annotated[Optional[int], typer.Option(
-        help="Stop after this many steps. Preset default: default 3000, tiny 200.")] = None,
+        help="Stop after this many steps. Preset default: default 4000, large 9000, tiny 200.")] = None,
     epochs: Annotated[Optional[float], typer.Option(
         help="Stop after this many passes over the training text.")] = None,
     max_time: Annotated[Optional[float], typer.Option(

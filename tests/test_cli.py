@@ -158,3 +158,26 @@ def test_console_script_and_module_entry_points(tmp_path, small_corpus):
                        cwd=tmp_path)
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines() == ["error: missing.txt: no such file"]
+
+
+def test_ctrl_c_saves_then_exits_130(tmp_path, small_corpus):
+    import signal
+    import time
+
+    env = {**os.environ, "CHARLM_CACHE_DIR": str(tmp_path / "cache")}
+    args = [a if a != "12" else "100000" for a in TINY]
+    proc = subprocess.Popen([sys.executable, "-m", "charlm", "train", str(small_corpus),
+                             "--out", "run", *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    deadline = time.time() + 60
+    while time.time() < deadline and not (metrics.exists() and metrics.stat().st_size > 2000):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "--resume" in stderr
+    steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
+    from charlm.checkpoint import load_checkpoint
+    ckpt = load_checkpoint(tmp_path / "run" / "last.safetensors", with_trainer=True)
+    assert ckpt.trainer_state["step"] == max(steps)  # saved at the step it stopped on

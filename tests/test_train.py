@@ -149,3 +149,57 @@ def test_lr_schedule_warms_up_and_decays():
     assert lr_factor(cfg, 100, 1.0) == pytest.approx(0.1)
     lin = TrainConfig(warmup_steps=0, schedule="linear", min_lr_ratio=0.0)
     assert lr_factor(lin, 5, 0.25) == pytest.approx(0.75)
+
+
+def test_epochs_stop_after_whole_passes(tmp_path, small_corpus):
+    trainer = build_trainer(small_corpus, out=tmp_path / "run",
+                            **tiny_options(max_steps=None, epochs=2, eval_every=1000))
+    summary = trainer.run()
+    assert summary["step"] == 2 * trainer.layout.chunks_per_epoch
+    assert summary["epoch"] == 2 and trainer.pos.chunk == 0
+
+
+def test_many_short_documents_train_with_resets(tmp_path):
+    names = ["emma", "olivia", "ava", "isabella", "sophia", "mia", "amelia", "harper"] * 60
+    f = tmp_path / "names.txt"
+    f.write_text("\n".join(names) + "\n")
+    trainer = build_trainer(f, out=tmp_path / "run", doc_separator="\n",
+                            **tiny_options(max_steps=300, lr=1e-2, hidden_dim=64, eval_every=1000))
+    resets = trainer.layout.batch(0).reset.sum()
+    assert resets > trainer.layout.num_lanes  # documents start inside lanes
+    trainer.run()
+    lm = charlm.load(tmp_path / "run")
+    samples = lm.sample(length=200, temperature=0.5, seed=0).split("\n")
+    # Each document the model writes ends with EOD, printed as the separator: names, one a line.
+    assert sum(s in names for s in samples) >= len(samples) // 2
+
+
+def test_bpe_run_trains_evaluates_and_samples(tmp_path, small_corpus):
+    lm = charlm.train(small_corpus, out=tmp_path / "run", vocab="bpe", vocab_size=300,
+                      **tiny_options())
+    assert lm.vocab.kind == "bpe"
+    text = "KING HENRY: Now, lords, what say you? 日本"
+    r = lm.evaluate(text)
+    assert r["chars"] == len(text) and r["unknown"] == 0
+    assert r["symbols"] == len(lm.vocab.encode(text)) + 1  # the tokens and the final EOD
+    assert r["bpc"] == pytest.approx(r["loss_nats"] * r["symbols"] / r["chars"] / math.log(2))
+    out = lm.sample("KING", length=40, temperature=1.0, seed=0)
+    assert isinstance(out, str) and len(out) == 40
+
+
+def test_bundled_corpus_ships_in_the_wheel(tmp_path):
+    import subprocess
+    import sys
+    import zipfile
+    from conftest import REPO
+
+    pytest.importorskip("setuptools")
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                        "-q", "-w", str(tmp_path / "wheel"), str(REPO)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot build a wheel here: {r.stderr.strip()[:200]}")
+    wheel = next((tmp_path / "wheel").glob("charlm-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "charlm/data/tinyshakespeare.txt" in names
+    assert "charlm/cli.py" in names
