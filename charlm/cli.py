@@ -28,7 +28,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Train recurrent character-level language models on your own text, then evaluate and "
          "sample from them.")
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False)
 T = TrainConfig()
 
@@ -356,7 +356,8 @@ def eval_command(
         if as_json:
             print(json.dumps({"checkpoint": str(lm.path), "text": source, **result}))
             return
-        table = Table(title=f"{source}\n{lm.path}", title_justify="left")
+        err.print(f"checkpoint: {lm.path}")
+        table = Table(title=source, title_justify="left")
         table.add_column("metric")
         table.add_column("value", justify="right")
         table.add_row("loss (nats/symbol)", f"{result['loss_nats']:.4f}")
