@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import Checkpoint, load_checkpoint
-from .config import TrainConfig, preset as get_preset
+from .config import TrainConfig, flag, preset as get_preset
 from .corpus import PreparedCorpus, Split, collect_files, encode_texts, prepare_cached
 from .errors import CharLMError
 from .evaluate import evaluate
@@ -181,9 +181,9 @@ def build_trainer(corpus: list[Path] | Path | str | None = None, out: Path | str
         for k, v in options.items():
             saved = saved_model.get(k) if k in MODEL_OPTIONS else saved_train.get(k)
             if k not in RESUMABLE_OPTIONS and saved != v:
-                raise CharLMError(f"cannot resume with a different --{k.replace('_', '-')} "
+                raise CharLMError(f"cannot resume with a different {flag(k)} "
                                   f"({v!r}; the run has {saved!r}); options that may change on "
-                                  f"resume: {', '.join(RESUMABLE_OPTIONS)}")
+                                  f"resume: {', '.join(flag(o) for o in RESUMABLE_OPTIONS)}")
         if corpus:
             prepared = prepare_cached(corpus, ckpt.vocab.kind, vocab_size, val_fraction,
                                       doc_separator, prepare_progress)

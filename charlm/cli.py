@@ -394,16 +394,10 @@ def sample(
     import os
 
     from .api import load
+    from .sample import check_options
 
     with _Guard():
-        if temp < 0 or math.isnan(temp):
-            raise CharLMError(f"--temp must be >= 0, got {temp}")
-        if length < 0:
-            raise CharLMError(f"--length must be >= 0, got {length}")
-        if top_k is not None and top_k < 0:
-            raise CharLMError(f"--top-k must be >= 0, got {top_k}")
-        if num_samples < 1:
-            raise CharLMError(f"--num-samples must be >= 1, got {num_samples}")
+        check_options(temp, length, top_k, num_samples)
         lm = load(checkpoint, device=device)
         chosen_seed = seed is None
         if chosen_seed:

@@ -11,6 +11,13 @@ from dataclasses import asdict, dataclass, fields, replace
 from .errors import CharLMError
 
 OPTIMIZERS = ("adamw", "adam", "rmsprop", "sgd")
+# Config field -> the command-line option that sets it, for messages users can act on.
+_FLAGS = {"num_layers": "--layers", "hidden_dim": "--hidden", "embed_dim": "--embed",
+          "bptt_len": "--bptt", "warmup_steps": "--warmup", "vocab_size": "--vocab-size"}
+
+
+def flag(field_name: str) -> str:
+    return _FLAGS.get(field_name, "--" + field_name.replace("_", "-"))
 SCHEDULES = ("cosine", "linear", "constant")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -44,7 +51,7 @@ class TrainConfig:
             if v is None:
                 return
             if v < 0 or (v == 0 and not allow_zero):
-                raise CharLMError(f"--{name.replace('_', '-')} must be "
+                raise CharLMError(f"{flag(name)} must be "
                                   f"{'>= 0' if allow_zero else '> 0'}, got {v}")
         for name in ("batch_size", "bptt_len", "lr", "eval_every", "save_every", "eval_lanes",
                      "max_steps", "epochs", "max_time"):

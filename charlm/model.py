@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from .config import flag
 from .errors import CharLMError
 from .vocab import PAD_ID
 
@@ -37,7 +38,7 @@ class ModelConfig:
         for name in ("vocab_size", "num_layers", "hidden_dim", "embed_dim"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise CharLMError(f"{name} must be a positive integer, got {value!r}")
+                raise CharLMError(f"{flag(name)} must be a positive integer, got {value!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise CharLMError(f"--dropout must be in [0, 1), got {self.dropout}")
         if self.tie_weights and self.embed_dim != self.hidden_dim:

@@ -33,6 +33,19 @@ def _step_context(device: torch.device):
         torch.backends.mkldnn.enabled = before
 
 
+def check_options(temperature: float, length: int, top_k: int | None,
+                  num_samples: int) -> None:
+    """Refuse out-of-range sampling options (before any model is loaded, in the CLI)."""
+    if not temperature >= 0:  # also refuses NaN
+        raise CharLMError(f"--temp must be >= 0, got {temperature}")
+    if length < 0:
+        raise CharLMError(f"--length must be >= 0, got {length}")
+    if top_k is not None and top_k < 0:
+        raise CharLMError(f"--top-k must be >= 0, got {top_k}")
+    if num_samples < 1:
+        raise CharLMError(f"--num-samples must be >= 1, got {num_samples}")
+
+
 def pick(logits: torch.Tensor, temperature: float, top_k: int | None,
          generator: torch.Generator) -> torch.Tensor:
     """Draw one id per row from logits (B, V); temperature 0 takes the argmax."""
@@ -56,14 +69,7 @@ def generate(model: CharRNN, vocab: Vocab, length: int, prime: str = "", tempera
     ``on_text(sample_index, text)`` receives text as soon as it is decoded (streaming). The
     returned strings hold the generated continuation only, without the prime.
     """
-    if temperature < 0:
-        raise CharLMError(f"--temp must be >= 0, got {temperature}")
-    if length < 0:
-        raise CharLMError(f"--length must be >= 0, got {length}")
-    if top_k is not None and top_k < 0:
-        raise CharLMError(f"--top-k must be >= 0, got {top_k}")
-    if num_samples < 1:
-        raise CharLMError(f"--num-samples must be >= 1, got {num_samples}")
+    check_options(temperature, length, top_k, num_samples)
     device = next(model.parameters()).device
     model.eval()
     generator = torch.Generator(device=device)

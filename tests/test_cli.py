@@ -93,7 +93,7 @@ BAD_INPUTS = {
     "invalid utf-8": (["train", "{badutf}"], "invalid UTF-8 at byte offset 6"),
     "dir without text": (["train", "{bindir}"], "no text files"),
     "shorter than a chunk": (["train", "{short}", "--val-fraction", "0"], "shorter than one chunk"),
-    "zero layers": (["train", "{small}", "--layers", "0"], "num_layers"),
+    "zero layers": (["train", "{small}", "--layers", "0"], "--layers must be"),
     "negative lr": (["train", "{small}", "--lr", "-1"], "--lr"),
     "bad cell": (["train", "{small}", "--cell", "tcn"], "--cell"),
     "tie without equal sizes": (["train", "{small}", "--tie-weights"], "--tie-weights"),
@@ -112,7 +112,7 @@ BAD_INPUTS = {
     "eval unseen only": (["eval", "{emoji}", "--checkpoint", "{run}"], "every character"),
     "eval invalid utf-8": (["eval", "{badutf}", "--checkpoint", "{run}"], "invalid UTF-8"),
     "resume with other size": (["train", "--resume", "{run}", "--hidden", "64"],
-                               "--hidden-dim"),
+                               "--hidden "),
     "out holds a run": (["train", "{small}", "--out", "{run}"], "already holds a run"),
 }
 

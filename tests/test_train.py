@@ -100,7 +100,7 @@ def test_resume_equals_uninterrupted_run(tmp_path, small_corpus):
 
 def test_resume_refuses_changed_model_options(tmp_path, small_corpus):
     build_trainer(small_corpus, out=tmp_path / "run", **tiny_options()).run()
-    with pytest.raises(CharLMError, match="--hidden-dim"):
+    with pytest.raises(CharLMError, match="--hidden "):
         build_trainer(resume=tmp_path / "run", hidden_dim=64)
     # Stopping options may change: train further.
     more = build_trainer(resume=tmp_path / "run", max_steps=25)
