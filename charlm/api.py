@@ -28,8 +28,7 @@ from .train import BEST, LAST, Report, Trainer, resolve_device
 DEFAULT_RUNS = Path("checkpoints")
 MODEL_OPTIONS = ("cell", "num_layers", "hidden_dim", "embed_dim", "dropout", "tie_weights")
 # Options that may change when a run is resumed; everything else must match the checkpoint.
-RESUMABLE_OPTIONS = ("max_steps", "epochs", "max_time", "eval_every", "save_every", "eval_lanes",
-                     "eval_burn_in", "device")
+RESUMABLE_OPTIONS = ("max_steps", "epochs", "max_time", "eval_every", "save_every", "device")
 STOP_OPTIONS = ("max_steps", "epochs", "max_time")
 
 

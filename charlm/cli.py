@@ -90,7 +90,8 @@ SepOpt = Annotated[Optional[str], typer.Option(
                             r"Default: each file is one document.")]
 
 
-def _progress_bar(label: str) -> tuple[Progress, callable]:
+def _progress_bar(label: str):
+    """A progress bar that appears only for large inputs; returns (stop, update)."""
     progress = Progress(TextColumn(label), BarColumn(), TaskProgressColumn(),
                         TimeRemainingColumn(), console=err, transient=True)
     task = None
@@ -103,7 +104,11 @@ def _progress_bar(label: str) -> tuple[Progress, callable]:
             progress.start()
             task = progress.add_task(label, total=total)
         progress.update(task, completed=done)
-    return progress, update
+
+    def stop():
+        if task is not None:
+            progress.stop()
+    return stop, update
 
 
 @app.command()
@@ -121,12 +126,12 @@ def prepare(
     from .corpus import parse_separator, prepare as do_prepare
 
     with _Guard():
-        progress, update = _progress_bar("encoding")
+        stop_bar, update = _progress_bar("encoding")
         try:
             prepared = do_prepare(corpus, out, vocab, vocab_size, val_fraction,
                                   parse_separator(doc_separator), update)
         finally:
-            progress.stop()
+            stop_bar()
         meta = prepared.meta
         table = Table(title=f"prepared {out}", title_justify="left")
         for col in ("split", "documents", "characters", "symbols", "unknown"):
@@ -192,10 +197,11 @@ class _TrainView:
             self.progress.console.print(f"step {data['step']}: non-finite loss or gradient, "
                                         f"step skipped ({data['bad_steps']} in a row)")
         elif event == "end":
-            self.progress.stop()
+            self.stop()
 
     def stop(self):
-        self.progress.stop()
+        if self.task is not None:
+            self.progress.stop()
 
 
 @app.command()
@@ -275,7 +281,7 @@ def train(
 
     view = _TrainView()
     with _Guard():
-        progress, update = _progress_bar("preparing corpus")
+        stop_bar, update = _progress_bar("preparing corpus")
         try:
             trainer = build_trainer(
                 corpus, out, preset, resume, vocab=vocab, vocab_size=vocab_size,
@@ -288,7 +294,7 @@ def train(
                 clip_value=clip_value, max_steps=max_steps, epochs=epochs, max_time=max_time,
                 eval_every=eval_every, save_every=save_every, seed=seed, device=device)
         finally:
-            progress.stop()
+            stop_bar()
 
         def request_stop(signum, frame):
             if trainer.stop_requested:

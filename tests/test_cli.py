@@ -27,7 +27,7 @@ def assert_clean_error(result, pattern, code=1):
     err = result.stderr.strip()
     assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
     if code == 1:
-        assert len(err.splitlines()) == 1, err
+        assert len(result.stderr.splitlines()) == 1, result.stderr
         assert err.startswith("error: ") and pattern.lower() in err.lower(), err
 
 
