@@ -96,12 +96,16 @@ class LanguageModel:
     def sample(self, prime: str = "", length: int = 500, temperature: float = 0.8,
                top_k: int | None = None, seed: int | None = None, num_samples: int = 1,
                on_text: Callable[[int, str], None] | None = None,
-               on_warning: Callable[[str], None] | None = None) -> str | list[str]:
-        """Generated text after ``prime`` (a list when ``num_samples`` > 1)."""
+               on_warning: Callable[[str], None] | None = None,
+               collect: bool = True) -> str | list[str]:
+        """Generated text after ``prime`` (a list when ``num_samples`` > 1).
+
+        With ``on_text`` set and ``collect=False`` the text is only streamed, not kept.
+        """
         if seed is None:
             seed = int.from_bytes(os.urandom(4), "little")
         texts = generate(self.model, self.vocab, length, prime, temperature, top_k, seed,
-                         num_samples, self.separator, on_text, on_warning)
+                         num_samples, self.separator, on_text, on_warning, collect)
         return texts[0] if num_samples == 1 else texts
 
     def encode(self, texts: str | Iterable[str]) -> Split:

@@ -418,7 +418,7 @@ def sample(
             def stream(_: int, piece: str):
                 sys.stdout.write(pending.pop() + piece if pending else piece)
                 sys.stdout.flush()
-            lm.sample(prime, length, temp, top_k or None, seed, 1, stream, warn)
+            lm.sample(prime, length, temp, top_k or None, seed, 1, stream, warn, collect=False)
             sys.stdout.write((pending.pop() if pending else "") + "\n")
         else:
             texts = lm.sample(prime, length, temp, top_k or None, seed, num_samples, None, warn)

@@ -63,11 +63,14 @@ def pick(logits: torch.Tensor, temperature: float, top_k: int | None,
 def generate(model: CharRNN, vocab: Vocab, length: int, prime: str = "", temperature: float = 0.8,
              top_k: int | None = None, seed: int = 0, num_samples: int = 1,
              separator: str = "\n\n", on_text: Callable[[int, str], None] | None = None,
-             on_warning: Callable[[str], None] | None = None) -> list[str]:
+             on_warning: Callable[[str], None] | None = None,
+             collect: bool = True) -> list[str]:
     """Generate ``num_samples`` texts of ``length`` characters each after ``prime``.
 
     ``on_text(sample_index, text)`` receives text as soon as it is decoded (streaming). The
-    returned strings hold the generated continuation only, without the prime.
+    returned strings hold the generated continuation only, without the prime; with
+    ``collect=False`` nothing is kept (memory stays flat however long the stream) and empty
+    strings are returned.
     """
     check_options(temperature, length, top_k, num_samples)
     device = next(model.parameters()).device
@@ -92,25 +95,27 @@ def generate(model: CharRNN, vocab: Vocab, length: int, prime: str = "", tempera
         last = logits[:, -1]
         while min(written) < length:
             nxt = pick(last, temperature, top_k, generator)  # (B,)
-            for b, token in enumerate(nxt.tolist()):
+            tokens = nxt.tolist()
+            for b, token in enumerate(tokens):
                 if written[b] >= length:
                     continue
                 text = separator if token == vocab.eod_id else decoders[b].push(token)
                 text = text[: length - written[b]]
                 if text:
                     written[b] += len(text)
-                    outputs[b].append(text)
+                    if collect:
+                        outputs[b].append(text)
                     if on_text:
                         on_text(b, text)
-            ended = nxt == vocab.eod_id
-            if bool(ended.any()):
-                state = model.reset_state(state, ended)
+            if vocab.eod_id in tokens:
+                state = model.reset_state(state, nxt == vocab.eod_id)
             logits, state = model(nxt[:, None], state)
             last = logits[:, -1]
     for b in range(num_samples):
         tail = decoders[b].flush()[: max(length - written[b], 0)]
         if tail:
-            outputs[b].append(tail)
+            if collect:
+                outputs[b].append(tail)
             if on_text:
                 on_text(b, tail)
     return ["".join(o) for o in outputs]

@@ -1,0 +1,78 @@
+"""Sampling speed: charlm's generator against a bare per-step nn.LSTM loop, same model, same run.
+
+Both draw with temperature 1 from a 2x512 LSTM over the Tiny Shakespeare char vocab (weights are
+random: speed does not depend on them). The bare loop is the plain way to sample from an
+``nn.LSTM``: one call per character with the state carried, softmax, multinomial; it is given
+the faster CPU kernel (oneDNN off), as charlm's sampler uses.
+
+    python bench/sample_speed.py                  # batch 1 and batch 64, 10k characters
+    python bench/sample_speed.py --lengths 1000 10000 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from charlm.api import bundled_corpus
+from charlm.corpus import prepare_cached
+from charlm.model import CharRNN, ModelConfig
+from charlm.sample import generate
+
+
+@torch.no_grad()
+def bare_loop(model: CharRNN, length: int, batch: int, seed: int) -> float:
+    g = torch.Generator().manual_seed(seed)
+    rnn, emb, head = model.rnn, model.embed, model.head
+    x = torch.full((batch, 1), 2, dtype=torch.long)
+    h = None
+    prev = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    try:
+        t = time.perf_counter()
+        for _ in range(length):
+            y, h = rnn(emb(x), h)
+            probs = torch.softmax(head(y[:, -1]), dim=-1)
+            x = torch.multinomial(probs, 1, generator=g)
+        return time.perf_counter() - t
+    finally:
+        torch.backends.mkldnn.enabled = prev
+
+
+def ours(model, vocab, length: int, batch: int, seed: int) -> float:
+    t = time.perf_counter()
+    generate(model, vocab, length, temperature=1.0, seed=seed, num_samples=batch)
+    return time.perf_counter() - t
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--hidden", type=int, default=512)
+    ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--lengths", type=int, nargs="+", default=[10000])
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 64])
+    args = ap.parse_args()
+    vocab = prepare_cached([bundled_corpus()]).vocab
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(vocab_size=vocab.size, num_layers=args.layers,
+                                hidden_dim=args.hidden, embed_dim=64,
+                                never_predict=(vocab.pad_id, vocab.unk_id))).eval()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
+          f"LSTM {args.layers}x{args.hidden}")
+    print("| batch | length | charlm chars/s | bare chars/s | charlm / bare | charlm us/char |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for batch in args.batches:
+        for length in args.lengths:
+            ours(model, vocab, 50, batch, 0)
+            bare_loop(model, 50, batch, 0)
+            t_ours = min(ours(model, vocab, length, batch, s) for s in (1, 2))
+            t_bare = min(bare_loop(model, length, batch, s) for s in (1, 2))
+            total = length * batch
+            print(f"| {batch} | {length:,} | {total / t_ours:,.0f} | {total / t_bare:,.0f} | "
+                  f"{t_bare / t_ours:.3f} | {t_ours / length * 1e6:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
