@@ -18,7 +18,8 @@ import torch
 
 from .checkpoint import Checkpoint, load_checkpoint
 from .config import TrainConfig, flag, preset as get_preset
-from .corpus import PreparedCorpus, Split, collect_files, encode_texts, prepare_cached
+from .corpus import (PreparedCorpus, Split, collect_files, encode_texts, prepare_cached,
+                     split_documents)
 from .errors import CharLMError
 from .evaluate import evaluate
 from .model import ModelConfig
@@ -109,7 +110,10 @@ class LanguageModel:
         return texts[0] if num_samples == 1 else texts
 
     def encode(self, texts: str | Iterable[str]) -> Split:
-        return encode_texts(self.vocab, [texts] if isinstance(texts, str) else list(texts))
+        """A split of the texts, each cut into documents by the run's document separator."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        sep = self.checkpoint.run_config.get("corpus", {}).get("doc_separator")
+        return encode_texts(self.vocab, [d for t in texts for d in split_documents(t, sep)])
 
     def evaluate(self, text: str | Iterable[str] | Split | None = None, lanes: int = 32,
                  bptt_len: int = 256, burn_in: int = 256) -> dict:
@@ -159,14 +163,44 @@ def _new_run_dir(name: str) -> Path:
     return candidate
 
 
+def _is_prepared(paths: list[Path]) -> bool:
+    return len(paths) == 1 and Path(paths[0]).is_dir() and (Path(paths[0]) / "meta.json").exists()
+
+
+def prepare_corpus(paths: list[Path], vocab: str | None = None, vocab_size: int | None = None,
+                   val_fraction: float | None = None, doc_separator: str | None = None,
+                   progress=None, warn=None) -> PreparedCorpus:
+    """Open a prepared corpus directory, or prepare text files (cached by content).
+
+    ``None`` means "not given"; preparation options given for an already prepared corpus are
+    refused rather than silently ignored.
+    """
+    given = {"--vocab": vocab, "--vocab-size": vocab_size, "--val-fraction": val_fraction,
+             "--doc-separator": doc_separator}
+    if _is_prepared(paths):
+        named = [k for k, v in given.items() if v is not None]
+        if named:
+            raise CharLMError(f"{paths[0]} is a prepared corpus; {', '.join(named)} apply only "
+                              f"to raw text (prepare it again to change them)")
+        return PreparedCorpus.open(Path(paths[0]))
+    kind = vocab or "char"
+    if kind == "char" and vocab_size is not None:
+        raise CharLMError("--vocab-size applies only to --vocab bpe")
+    return prepare_cached(paths, kind, 1024 if vocab_size is None else vocab_size,
+                          0.1 if val_fraction is None else val_fraction, doc_separator, progress,
+                          warn)
+
+
 def build_trainer(corpus: list[Path] | Path | str | None = None, out: Path | str | None = None,
-                  preset: str = "default", resume: Path | str | None = None,
-                  vocab: str = "char", vocab_size: int = 1024, val_fraction: float = 0.1,
-                  doc_separator: str | None = None, report: Report | None = None,
-                  prepare_progress=None, **options) -> Trainer:
+                  preset: str | None = None, resume: Path | str | None = None,
+                  vocab: str | None = None, vocab_size: int | None = None,
+                  val_fraction: float | None = None, doc_separator: str | None = None,
+                  report: Report | None = None, prepare_progress=None, warn=None,
+                  **options) -> Trainer:
     """Set up a run (new, or resumed from a run directory) without starting it.
 
-    ``options`` are ModelConfig and TrainConfig fields; ``None`` means "not given".
+    ``options`` are ModelConfig and TrainConfig fields; ``None`` means "not given". A new run
+    uses the ``default`` preset unless ``preset`` names another.
     """
     options = {k: v for k, v in options.items() if v is not None}
     unknown = set(options) - set(MODEL_OPTIONS) - set(TrainConfig.__dataclass_fields__)
@@ -177,6 +211,9 @@ def build_trainer(corpus: list[Path] | Path | str | None = None, out: Path | str
 
     if resume is not None:
         run_dir = Path(resume)
+        if preset is not None or out is not None:
+            raise CharLMError("--preset and --out do not apply to --resume: the run keeps its "
+                              "settings and its directory")
         if not (run_dir / LAST).is_file():
             raise CharLMError(f"--resume {run_dir}: not a charlm run directory (no {LAST})")
         ckpt = load_checkpoint(run_dir / LAST)
@@ -187,13 +224,22 @@ def build_trainer(corpus: list[Path] | Path | str | None = None, out: Path | str
                 raise CharLMError(f"cannot resume with a different {flag(k)} "
                                   f"({v!r}; the run has {saved!r}); options that may change on "
                                   f"resume: {', '.join(flag(o) for o in RESUMABLE_OPTIONS)}")
+        saved_corpus = ckpt.run_config["corpus"]
+        if corpus and _is_prepared(corpus):
+            prepared = prepare_corpus(corpus)
+        elif corpus:  # raw text again: prepared as the run's was, unless told otherwise
+            kind = vocab or ckpt.vocab.kind
+            prepared = prepare_corpus(
+                corpus, kind,
+                vocab_size if vocab_size is not None or kind == "char" else ckpt.vocab.size,
+                val_fraction if val_fraction is not None else saved_corpus.get("val_fraction"),
+                doc_separator if doc_separator is not None else saved_corpus.get("doc_separator"),
+                prepare_progress, warn)
         if corpus:
-            prepared = prepare_cached(corpus, ckpt.vocab.kind, vocab_size, val_fraction,
-                                      doc_separator, prepare_progress)
             if prepared.vocab.to_json() != ckpt.vocab.to_json():
                 raise CharLMError("cannot resume on this corpus: its vocab differs from the run's")
         else:
-            path = Path(ckpt.run_config["corpus"]["path"])
+            path = Path(saved_corpus["path"])
             if not (path / "meta.json").exists():
                 raise CharLMError(f"the run's prepared corpus {path} is gone; pass the corpus "
                                   f"files again with --resume")
@@ -202,9 +248,9 @@ def build_trainer(corpus: list[Path] | Path | str | None = None, out: Path | str
         return Trainer.resume(run_dir, prepared, overrides, report)
 
     paths = corpus or [bundled_corpus()]
-    prepared = prepare_cached(paths, vocab, vocab_size, val_fraction, doc_separator,
-                              prepare_progress)
-    chosen = get_preset(preset)
+    prepared = prepare_corpus(paths, vocab, vocab_size, val_fraction, doc_separator,
+                              prepare_progress, warn)
+    chosen = get_preset(preset or "default")
     model_opts = {**chosen["model"], **{k: v for k, v in options.items() if k in MODEL_OPTIONS}}
     train_opts = dict(chosen["train"])
     if any(k in options for k in STOP_OPTIONS):
@@ -218,8 +264,11 @@ def build_trainer(corpus: list[Path] | Path | str | None = None, out: Path | str
                                **model_opts)
     train_config = TrainConfig(**train_opts)
     if out is None:
-        files = collect_files(paths)
-        name = files[0].stem if len(files) == 1 else Path(paths[0]).resolve().name
+        if _is_prepared(paths):
+            name = Path(paths[0]).resolve().name
+        else:
+            files = collect_files(paths)
+            name = files[0].stem if len(files) == 1 else Path(paths[0]).resolve().name
         run_dir = _new_run_dir(name or "run")
     else:
         run_dir = Path(out)
@@ -232,7 +281,7 @@ def build_trainer(corpus: list[Path] | Path | str | None = None, out: Path | str
 
 
 def train(corpus: list[Path] | Path | str | None = None, out: Path | str | None = None,
-          preset: str = "default", resume: Path | str | None = None,
+          preset: str | None = None, resume: Path | str | None = None,
           report: Report | None = None, **options) -> LanguageModel:
     """Train (or resume) a run and return its best model."""
     trainer = build_trainer(corpus, out, preset, resume, report=report, **options)

@@ -47,6 +47,10 @@ def main_callback(
     pass
 
 
+def _warn(message: str):
+    err.print(f"warning: {message}")
+
+
 def _fail(message: str, code: int = 1):
     err.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
     raise typer.Exit(code)
@@ -61,6 +65,9 @@ class _Guard:
     def __exit__(self, kind, exc, tb):
         if exc is None or isinstance(exc, (typer.Exit, SystemExit)):
             return False
+        if isinstance(exc, BrokenPipeError):  # e.g. `charlm sample | head`: the reader is done
+            _quiet_stdout()
+            raise typer.Exit(0)
         if isinstance(exc, CharLMError):
             _fail(str(exc))
         if isinstance(exc, KeyboardInterrupt):
@@ -75,15 +82,16 @@ class _Guard:
 
 
 # ----- prepare ---------------------------------------------------------------------------------
-VocabOpt = Annotated[str, typer.Option(
+VocabOpt = Annotated[Optional[str], typer.Option(
     "--vocab", help="Vocabulary: 'char' (one symbol per character) or 'bpe' (byte-level BPE "
-                    "tokens trained on the corpus).")]
-VocabSizeOpt = Annotated[int, typer.Option(
-    "--vocab-size", help="BPE vocabulary size, special symbols included (at least 258). "
-                         "Ignored for --vocab char.")]
-ValOpt = Annotated[float, typer.Option(
+                    "tokens trained on the corpus). Default: char.")]
+VocabSizeOpt = Annotated[Optional[int], typer.Option(
+    "--vocab-size", help="BPE vocabulary size, special symbols included (258 to 1048576). "
+                         "Only with --vocab bpe. Default: 1024.")]
+ValOpt = Annotated[Optional[float], typer.Option(
     "--val-fraction", help="Share of the text held out for validation: whole documents when "
-                           "there are several, else the last part of the text. 0 = none.")]
+                           "there are several, else the last part of the text. 0 = none. "
+                           "Default: 0.1.")]
 SepOpt = Annotated[Optional[str], typer.Option(
     "--doc-separator", help=r"Split files into documents at this string (escapes allowed: "
                             r"'\n' = one document per line, '\n\n' = per blank line). "
@@ -117,9 +125,9 @@ def prepare(
         help="UTF-8 text files or directories of them (each file is a document).")],
     out: Annotated[Path, typer.Option("--out", help="Directory to write the prepared corpus to "
                                                     "(must not exist or be empty).")],
-    vocab: VocabOpt = "char",
-    vocab_size: VocabSizeOpt = 1024,
-    val_fraction: ValOpt = 0.1,
+    vocab: VocabOpt = None,
+    vocab_size: VocabSizeOpt = None,
+    val_fraction: ValOpt = None,
     doc_separator: SepOpt = None,
 ):
     """Encode a corpus once into flat id arrays plus metadata, for training by memmap."""
@@ -128,8 +136,12 @@ def prepare(
     with _Guard():
         stop_bar, update = _progress_bar("encoding")
         try:
-            prepared = do_prepare(corpus, out, vocab, vocab_size, val_fraction,
-                                  parse_separator(doc_separator), update)
+            if (vocab or "char") == "char" and vocab_size is not None:
+                raise CharLMError("--vocab-size applies only to --vocab bpe")
+            prepared = do_prepare(corpus, out, vocab or "char",
+                                  1024 if vocab_size is None else vocab_size,
+                                  0.1 if val_fraction is None else val_fraction,
+                                  parse_separator(doc_separator), update, warn=_warn)
         finally:
             stop_bar()
         meta = prepared.meta
@@ -189,7 +201,7 @@ class _TrainView:
             self.val = f"{data['val_loss']:.3f}"
             star = " (best)" if data["best"] else ""
             self.progress.console.print(
-                f"step {data['step']:>6,}  val {data['val_loss']:.4f} nats/char  "
+                f"step {data['step']:>6,}  val {data['val_loss']:.4f} nats/symbol  "
                 f"{data['val_bpc']:.4f} bits/char{star}")
             if self.task is not None:
                 self.progress.update(self.task, val=self.val)
@@ -209,9 +221,9 @@ def train(
     corpus: Annotated[Optional[list[Path]], typer.Argument(
         help="Text files or directories (or a prepared corpus directory). "
              "Default: the bundled Tiny Shakespeare.")] = None,
-    preset: Annotated[str, typer.Option(
+    preset: Annotated[Optional[str], typer.Option(
         help=f"Model size and training budget: {PRESET_HELP}. Options given below override "
-             f"the preset's values.")] = "default",
+             f"the preset's values. Default: default.")] = None,
     out: Annotated[Optional[Path], typer.Option(
         help="Run directory. Default: ./checkpoints/<corpus name> (a numbered name if taken).")]
     = None,
@@ -270,9 +282,9 @@ def train(
     = None,
     device: Annotated[Optional[str], typer.Option(
         help="auto (cuda, then mps, then cpu), cpu, cuda or mps. Default: auto.")] = None,
-    vocab: VocabOpt = "char",
-    vocab_size: VocabSizeOpt = 1024,
-    val_fraction: ValOpt = 0.1,
+    vocab: VocabOpt = None,
+    vocab_size: VocabSizeOpt = None,
+    val_fraction: ValOpt = None,
     doc_separator: SepOpt = None,
 ):
     """Train a model (preparing the corpus first, cached by content) and save it in a run directory."""
@@ -286,7 +298,7 @@ def train(
             trainer = build_trainer(
                 corpus, out, preset, resume, vocab=vocab, vocab_size=vocab_size,
                 val_fraction=val_fraction, doc_separator=parse_separator(doc_separator),
-                report=view, prepare_progress=update,
+                report=view, prepare_progress=update, warn=_warn,
                 cell=cell, num_layers=layers, hidden_dim=hidden, embed_dim=embed,
                 dropout=dropout, tie_weights=tie_weights, batch_size=batch_size,
                 bptt_len=bptt, lr=lr, optimizer=optimizer, weight_decay=weight_decay,
@@ -311,13 +323,14 @@ def train(
                 signal.signal(s, handler)
         run_dir = summary["run_dir"]
         best = summary["best_val"]
-        best_text = f"best val {best:.4f} nats/char ({best / math.log(2):.4f} bits/char), " \
+        best_text = f"best val {best:.4f} nats/symbol ({summary['best_bpc']:.4f} bits/char), " \
             if best is not None else ""
         if summary["status"] == "interrupted":
             err.print(f"interrupted at step {summary['step']:,}: saved {run_dir}/last.safetensors;"
                       f" continue with: charlm train --resume {run_dir}")
             raise typer.Exit(130)
-        err.print(f"done: {summary['step']:,} steps in {summary['elapsed']:.0f} s, {best_text}"
+        steps = f"{summary['step']:,} step{'s' if summary['step'] != 1 else ''}"
+        err.print(f"done: {steps} in {summary['elapsed']:.0f} s, {best_text}"
                   f"saved in {run_dir}/")
 
 
@@ -351,9 +364,6 @@ def eval_command(
         else:
             split = lm.validation_split()
             source = "validation split"
-        if split.unknown and split.unknown >= split.chars:
-            raise CharLMError(f"{source}: every character is unknown to the model; nothing "
-                              f"to score")
         result = lm.evaluate(split, lanes=lanes)
         result.pop("total_nats", None)
         if split.unknown:
@@ -403,7 +413,7 @@ def sample(
     from .sample import check_options
 
     with _Guard():
-        check_options(temp, length, top_k, num_samples)
+        check_options(temp, length, top_k, num_samples, 0 if seed is None else seed)
         lm = load(checkpoint, device=device)
         chosen_seed = seed is None
         if chosen_seed:
@@ -422,19 +432,31 @@ def sample(
             sys.stdout.write((pending.pop() if pending else "") + "\n")
         else:
             texts = lm.sample(prime, length, temp, top_k or None, seed, num_samples, None, warn)
-            for i, t in enumerate(texts, 1):
-                err.print(f"--- sample {i} of {num_samples} ---")
-                sys.stdout.write(prime + t + "\n")
+            for i, t in enumerate(texts):
+                # A header line on stdout keeps piped samples apart.
+                sys.stdout.write(f"{'' if i == 0 else chr(10)}=== sample {i + 1} of "
+                                 f"{num_samples} (seed {seed + i}) ===\n{prime}{t}\n")
                 sys.stdout.flush()
         if chosen_seed:
             err.print(f"(seed {seed}: pass --seed {seed} to get this text again)")
 
 
+def _quiet_stdout():
+    """Point stdout at /dev/null so the interpreter's final flush cannot fail again."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
 def main():
     try:
         app()
-    except BrokenPipeError:  # e.g. `charlm sample | head`
-        sys.stderr.close()
+    except BrokenPipeError:
+        _quiet_stdout()
         sys.exit(0)
 
 

@@ -6,14 +6,22 @@ A preset names a model size and training budget. ``charlm train`` with no option
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields, replace
 
 from .errors import CharLMError
+
+MAX_SEED = 2**63 - 1
 
 OPTIMIZERS = ("adamw", "adam", "rmsprop", "sgd")
 # Config field -> the command-line option that sets it, for messages users can act on.
 _FLAGS = {"num_layers": "--layers", "hidden_dim": "--hidden", "embed_dim": "--embed",
           "bptt_len": "--bptt", "warmup_steps": "--warmup", "vocab_size": "--vocab-size"}
+
+
+def check_seed(seed: int) -> None:
+    if not 0 <= seed <= MAX_SEED:
+        raise CharLMError(f"--seed must be between 0 and {MAX_SEED}, got {seed}")
 
 
 def flag(field_name: str) -> str:
@@ -50,8 +58,9 @@ class TrainConfig:
             v = getattr(self, name)
             if v is None:
                 return
-            if v < 0 or (v == 0 and not allow_zero):
-                raise CharLMError(f"{flag(name)} must be "
+            ok = v >= 0 if allow_zero else v > 0  # False for NaN too
+            if not ok or math.isinf(v):
+                raise CharLMError(f"{flag(name)} must be a finite number "
                                   f"{'>= 0' if allow_zero else '> 0'}, got {v}")
         for name in ("batch_size", "bptt_len", "lr", "eval_every", "save_every", "eval_lanes",
                      "max_steps", "epochs", "max_time"):
@@ -69,6 +78,7 @@ class TrainConfig:
             raise CharLMError(f"--device must be one of {', '.join(DEVICES)}, not {self.device!r}")
         if self.min_lr_ratio > 1:
             raise CharLMError("--min-lr-ratio must be at most 1")
+        check_seed(self.seed)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -60,12 +60,18 @@ def parse_separator(sep: str | None) -> str | None:
     try:
         value = sep.encode("latin-1", "backslashreplace").decode("unicode_escape")
     except UnicodeDecodeError as exc:
-        raise CharLMError(f"--doc-separator {sep!r} has a bad escape sequence: {exc}") from None
+        raise CharLMError(f"--doc-separator {sep!r}: bad backslash escape (use e.g. '\\n' or "
+                          f"'\\t')") from None
     return value or None
 
 
-def collect_files(paths: list[Path]) -> list[Path]:
-    """Expand directories into the text files below them, in a stable order."""
+def collect_files(paths: list[Path], warn: Callable[[str], None] | None = None) -> list[Path]:
+    """Expand directories into the text files below them, in a stable order.
+
+    Inside directories, hidden files, files that do not look like text and prepared corpus
+    directories are skipped (each skip is reported through ``warn``). Files named explicitly
+    are always taken, so a bad one fails loudly.
+    """
     if not paths:
         raise CharLMError("no corpus given")
     files: list[Path] = []
@@ -74,15 +80,26 @@ def collect_files(paths: list[Path]) -> list[Path]:
         if not p.exists():
             raise CharLMError(f"{p}: no such file or directory")
         if p.is_dir():
-            found = []
+            found, skipped = [], []
             for root, dirs, names in os.walk(p):
+                if Path(root) != p and _is_prepared_dir(Path(root)):
+                    dirs[:] = []
+                    skipped.append(f"skipping {root}: a prepared corpus, not text")
+                    continue
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
                 for name in sorted(names):
                     f = Path(root) / name
-                    if not name.startswith(".") and f.is_file() and _looks_like_text(f):
+                    if name.startswith(".") or not f.is_file():
+                        continue
+                    if _looks_like_text(f):
                         found.append(f)
+                    else:
+                        skipped.append(f"skipping {f}: not UTF-8 text")
             if not found:
-                raise CharLMError(f"{p}: directory holds no text files")
+                extra = f" ({len(skipped)} non-text entries skipped)" if skipped else ""
+                raise CharLMError(f"{p}: directory holds no text files{extra}")
+            for message in skipped if warn else ():
+                warn(message)
             files.extend(found)
         elif p.is_file():
             files.append(p)
@@ -91,13 +108,32 @@ def collect_files(paths: list[Path]) -> list[Path]:
     return files
 
 
+def _is_prepared_dir(path: Path) -> bool:
+    try:
+        return json.loads((path / "meta.json").read_text(encoding="utf-8")).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+_CONTROL = bytes(b for b in range(32) if b not in (9, 10, 11, 12, 13))
+
+
 def _looks_like_text(path: Path) -> bool:
+    """The first 8 KB decode as UTF-8 and hold (almost) no control characters."""
     try:
         with open(path, "rb") as f:
             head = f.read(8192)
     except OSError:
         return False
-    return len(head) > 0 and b"\0" not in head
+    if not head or b"\0" in head:
+        return False
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 3:  # not just a character cut at the 8 KB boundary
+            return False
+    controls = len(head) - len(head.translate(None, _CONTROL))
+    return controls <= len(head) // 100
 
 
 def file_sha256(path: Path) -> str:
@@ -294,6 +330,14 @@ class Split:
         return len(self.doc_starts)
 
 
+def split_documents(text: str, sep: str | None) -> list[str]:
+    """Documents of one text, as ``prepare`` cuts a file: by ``sep``, line breaks next to the
+    separator trimmed, blank pieces dropped."""
+    if not sep:
+        return [text]
+    return [d for d in (piece.strip("\r\n") for piece in text.split(sep)) if d.strip()]
+
+
 def encode_texts(vocab: Vocab, texts: list[str], name: str = "text") -> Split:
     """An in-memory split from a few texts, one document each (for eval and tests)."""
     parts, starts, pos, unknown = [], [], 0, 0
@@ -392,7 +436,8 @@ def _write_split(out: Path, name: str, vocab: Vocab, docs: list[DocRange],
 
 def prepare(paths: list[Path], out: Path, vocab_kind: str = "char", vocab_size: int = 1024,
             val_fraction: float = 0.1, doc_separator: str | None = None,
-            progress: Progress | None = None, hashes: dict[Path, str] | None = None) -> PreparedCorpus:
+            progress: Progress | None = None, hashes: dict[Path, str] | None = None,
+            warn: Callable[[str], None] | None = None) -> PreparedCorpus:
     """Prepare a corpus into directory ``out`` (which must not hold anything yet).
 
     The result is written to a temporary sibling directory and renamed into place at the end, so
@@ -405,10 +450,13 @@ def prepare(paths: list[Path], out: Path, vocab_kind: str = "char", vocab_size: 
     if vocab_kind == "bpe" and vocab_size < BPEVocab.min_size:
         raise CharLMError(f"--vocab-size {vocab_size} is too small for byte-level BPE: it needs "
                           f"at least {BPEVocab.min_size} (256 bytes + 2 special symbols)")
+    if vocab_kind == "bpe" and vocab_size > BPEVocab.max_size:
+        raise CharLMError(f"--vocab-size {vocab_size} is too large (at most "
+                          f"{BPEVocab.max_size})")
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise CharLMError(f"{out} already exists and is not empty; choose another --out")
-    files = collect_files(paths)
+    files = collect_files(paths, warn)
     hashes = dict(hashes or {})
     sources: dict[Path, _Source] = {}
     try:
@@ -498,14 +546,15 @@ def cache_root() -> Path:
 
 def prepare_cached(paths: list[Path], vocab_kind: str = "char", vocab_size: int = 1024,
                    val_fraction: float = 0.1, doc_separator: str | None = None,
-                   progress: Progress | None = None) -> PreparedCorpus:
+                   progress: Progress | None = None,
+                   warn: Callable[[str], None] | None = None) -> PreparedCorpus:
     """Prepare once per distinct content and options; later calls reuse the cached result.
 
     A directory given as a corpus that is itself a prepared corpus is opened as it is.
     """
     if len(paths) == 1 and Path(paths[0]).is_dir() and (Path(paths[0]) / "meta.json").exists():
         return PreparedCorpus.open(Path(paths[0]))
-    files = collect_files(paths)
+    files = collect_files(paths, warn)
     hashes = {f: file_sha256(f) for f in files}
     key = hashlib.sha256(json.dumps({
         "version": FORMAT_VERSION, "files": [hashes[f] for f in files], "vocab": vocab_kind,
@@ -520,14 +569,14 @@ def prepare_cached(paths: list[Path], vocab_kind: str = "char", vocab_size: int 
         except CharLMError:
             shutil.rmtree(out, ignore_errors=True)  # a damaged cache entry is rebuilt
     return prepare(files, out, vocab_kind, vocab_size, val_fraction, doc_separator, progress,
-                   hashes)
+                   hashes)  # files are already expanded: nothing more to warn about
 
 
 def read_text(path: Path) -> str:
     """A whole UTF-8 text file, with a clear error naming the file (and byte offset if bad)."""
     path = Path(path)
     if not path.exists():
-        raise CharLMError(f"{path}: no such file")
+        raise CharLMError(f"{path}: no such file or directory")
     if path.is_dir():
         raise CharLMError(f"{path}: is a directory, expected a text file")
     try:

@@ -7,8 +7,8 @@ predict them. They are counted and reported instead.
 
     loss_nats   total nats / scored symbols             (nats per symbol)
     perplexity  exp(loss_nats)
-    bpc         total nats / characters / ln 2          (bits per character; unknown
-                                                         characters are left out of both)
+    bpc         total nats / characters / ln 2          (bits per character)
+    chars       characters scored (unknown ones are left out)
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import torch
 
 from .batching import LaneLayout
 from .corpus import Split
+from .errors import CharLMError
 from .model import CharRNN, loss_sum
 from .vocab import PAD_ID, Vocab
 
@@ -26,9 +27,9 @@ from .vocab import PAD_ID, Vocab
 @torch.no_grad()
 def evaluate(model: CharRNN, vocab: Vocab, split: Split, lanes: int = 32, bptt_len: int = 256,
              burn_in: int = 256, device: torch.device | str | None = None) -> dict:
-    if split.symbols < 1:
-        return {"loss_nats": float("nan"), "perplexity": float("nan"), "bpc": float("nan"),
-                "chars": split.chars, "symbols": 0, "unknown": split.unknown}
+    if split.chars - split.unknown < 1:
+        raise CharLMError("no text to evaluate" + (": every character is unknown to the model"
+                                                   if split.unknown else ""))
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -51,11 +52,11 @@ def evaluate(model: CharRNN, vocab: Vocab, split: Split, lanes: int = 32, bptt_l
     finally:
         model.train(was_training)
     loss = total / count if count else float("nan")
-    chars = split.chars
+    chars = split.chars - split.unknown  # unknown characters are not scored
     return {
         "loss_nats": loss,
         "perplexity": math.exp(loss) if count and loss < 700 else float("inf"),
-        "bpc": total / max(chars - split.unknown, 1) / math.log(2),
+        "bpc": total / chars / math.log(2),
         "chars": chars,
         "symbols": count,
         "unknown": split.unknown,

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 
 import torch
 
+from .config import MAX_SEED, check_seed
 from .errors import CharLMError
 from .model import CharRNN
 from .vocab import Vocab
@@ -34,10 +35,11 @@ def _step_context(device: torch.device):
 
 
 def check_options(temperature: float, length: int, top_k: int | None,
-                  num_samples: int) -> None:
+                  num_samples: int, seed: int = 0) -> None:
     """Refuse out-of-range sampling options (before any model is loaded, in the CLI)."""
-    if not temperature >= 0:  # also refuses NaN
-        raise CharLMError(f"--temp must be >= 0, got {temperature}")
+    check_seed(seed)
+    if not 0 <= temperature < float("inf"):  # also refuses NaN
+        raise CharLMError(f"--temp must be a finite number >= 0, got {temperature}")
     if length < 0:
         raise CharLMError(f"--length must be >= 0, got {length}")
     if top_k is not None and top_k < 0:
@@ -47,8 +49,12 @@ def check_options(temperature: float, length: int, top_k: int | None,
 
 
 def pick(logits: torch.Tensor, temperature: float, top_k: int | None,
-         generator: torch.Generator) -> torch.Tensor:
-    """Draw one id per row from logits (B, V); temperature 0 takes the argmax."""
+         generators: list[torch.Generator]) -> torch.Tensor:
+    """Draw one id per row from logits (B, V); temperature 0 takes the argmax.
+
+    Row i draws from its own generator, so sample i of a batch is the text a single sample with
+    that generator's seed would give.
+    """
     if temperature == 0:
         return logits.argmax(dim=-1)
     logits = logits.float() / temperature
@@ -56,7 +62,9 @@ def pick(logits: torch.Tensor, temperature: float, top_k: int | None,
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     probs = torch.softmax(logits, dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    if len(generators) == 1:
+        return torch.multinomial(probs, 1, generator=generators[0]).squeeze(-1)
+    return torch.cat([torch.multinomial(p, 1, generator=g) for p, g in zip(probs, generators)])
 
 
 @torch.no_grad()
@@ -72,11 +80,12 @@ def generate(model: CharRNN, vocab: Vocab, length: int, prime: str = "", tempera
     ``collect=False`` nothing is kept (memory stays flat however long the stream) and empty
     strings are returned.
     """
-    check_options(temperature, length, top_k, num_samples)
+    check_options(temperature, length, top_k, num_samples, seed)
     device = next(model.parameters()).device
     model.eval()
-    generator = torch.Generator(device=device)
-    generator.manual_seed(seed)
+    # Sample i is seeded with seed + i: the first of N samples equals a single sample.
+    generators = [torch.Generator(device=device).manual_seed((seed + i) % (MAX_SEED + 1))
+                  for i in range(num_samples)]
     prime_ids = vocab.encode(prime) if prime else []
     if prime and vocab.unk_id is not None:
         unknown = int((prime_ids == vocab.unk_id).sum())
@@ -94,7 +103,7 @@ def generate(model: CharRNN, vocab: Vocab, length: int, prime: str = "", tempera
         logits, state = model(x)
         last = logits[:, -1]
         while min(written) < length:
-            nxt = pick(last, temperature, top_k, generator)  # (B,)
+            nxt = pick(last, temperature, top_k, generators)  # (B,)
             tokens = nxt.tolist()
             for b, token in enumerate(tokens):
                 if written[b] >= length:

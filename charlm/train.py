@@ -27,7 +27,7 @@ import torch
 from . import __version__
 from .batching import LaneLayout
 from .checkpoint import atomic_write, load_checkpoint, save_checkpoint
-from .config import TrainConfig
+from .config import DEVICES, TrainConfig
 from .corpus import PreparedCorpus
 from .errors import CharLMError
 from .evaluate import evaluate
@@ -39,6 +39,8 @@ MAX_BAD_STEPS = 5
 
 
 def resolve_device(name: str) -> torch.device:
+    if name not in DEVICES:
+        raise CharLMError(f"--device must be one of {', '.join(DEVICES)}, not {name!r}")
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -68,9 +70,11 @@ def make_optimizer(model: CharRNN, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
 
 
-def lr_factor(cfg: TrainConfig, step: int, progress: float) -> float:
-    """Linear warmup over ``warmup_steps``, then decay over the run's progress (0..1)."""
-    warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
+def lr_factor(cfg: TrainConfig, step: int, progress: float, warmup: int | None = None) -> float:
+    """Linear warmup over ``warmup`` steps (default ``cfg.warmup_steps``), then decay over the
+    run's progress (0..1)."""
+    warmup = cfg.warmup_steps if warmup is None else warmup
+    warm = min(1.0, (step + 1) / warmup) if warmup else 1.0
     p = min(max(progress, 0.0), 1.0)
     floor = cfg.min_lr_ratio
     if cfg.schedule == "cosine":
@@ -92,6 +96,7 @@ class Position:
     elapsed: float = 0.0     # seconds of training so far, across resumes
     symbols: int = 0         # targets trained on
     best_val: float = math.inf
+    best_bpc: float = math.inf
     bad_steps: int = 0       # consecutive non-finite steps
     skipped: int = 0         # non-finite steps in total
 
@@ -161,6 +166,7 @@ class Trainer:
                 "path": str(self.corpus.path.resolve()),
                 "vocab": meta["vocab"],
                 "doc_separator": meta.get("doc_separator"),
+                "val_fraction": meta.get("val_fraction"),
                 "sources": meta.get("sources", []),
                 "splits": {k: {kk: v[kk] for kk in ("symbols", "documents", "chars")}
                            for k, v in meta["splits"].items()},
@@ -174,6 +180,7 @@ class Trainer:
         state = {
             "step": p.step, "epoch": p.epoch, "chunk": p.chunk, "elapsed": p.elapsed,
             "symbols": p.symbols, "best_val": p.best_val if math.isfinite(p.best_val) else None,
+            "best_bpc": p.best_bpc if math.isfinite(p.best_bpc) else None,
             "bad_steps": p.bad_steps, "skipped": p.skipped,
             "lanes": self.layout.num_lanes, "bptt_len": self.config.bptt_len,
             "lane_state": tuple(s.detach().cpu() for s in self.lane_state),
@@ -191,6 +198,8 @@ class Trainer:
         self.pos = Position(step=state["step"], epoch=state["epoch"], chunk=state["chunk"],
                             elapsed=state["elapsed"], symbols=state["symbols"],
                             best_val=math.inf if state["best_val"] is None else state["best_val"],
+                            best_bpc=math.inf if state.get("best_bpc") is None
+                            else state["best_bpc"],
                             bad_steps=state["bad_steps"], skipped=state["skipped"])
         self.lane_state = tuple(s.to(self.device) for s in state["lane_state"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -200,6 +209,10 @@ class Trainer:
 
     def save(self, which: str) -> Path:
         path = self.run_dir / which
+        if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
+            raise CharLMError(f"training stopped at step {self.pos.step}: the weights are no "
+                              f"longer finite numbers; the last good checkpoint is kept; try a "
+                              f"lower --lr")
         info = {"step": self.pos.step, "epoch": self.pos.epoch,
                 "best_val": self.pos.best_val if math.isfinite(self.pos.best_val) else None,
                 "elapsed": self.pos.elapsed, "time": time.time()}
@@ -253,6 +266,7 @@ class Trainer:
         best = result["loss_nats"] < self.pos.best_val
         if best:
             self.pos.best_val = result["loss_nats"]
+            self.pos.best_bpc = result["bpc"]
         record = {"step": self.pos.step, "val_loss": result["loss_nats"], "val_bpc": result["bpc"],
                   "best": best, "time": round(self.pos.elapsed, 3)}
         self.log(record)
@@ -267,7 +281,9 @@ class Trainer:
         x = torch.from_numpy(batch.inputs).to(self.device, non_blocking=True)
         y = torch.from_numpy(batch.targets).to(self.device, non_blocking=True)
         reset = torch.from_numpy(batch.reset).to(self.device, non_blocking=True)
-        lr = c.lr * lr_factor(c, pos.step, self.progress())
+        # Warmup never takes more than a tenth of a run of known length.
+        warmup = min(c.warmup_steps, self.total_steps // 10) if self.total_steps else None
+        lr = c.lr * lr_factor(c, pos.step, self.progress(), warmup)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         logits, state = self.model(x, self.lane_state, reset)
@@ -301,6 +317,10 @@ class Trainer:
 
     def run(self) -> dict:
         """Train until a stopping rule or a stop request; returns a summary."""
+        if self.pos.step > 0 and self.finished():
+            raise CharLMError(f"nothing to do: the run is at step {self.pos.step}, already past "
+                              f"its stopping rule; give a larger --max-steps, --epochs or "
+                              f"--max-time")
         self.write_run_files()
         self.model.train()
         self.report("start", {"step": self.pos.step, "total_steps": self.total_steps,
@@ -349,6 +369,7 @@ class Trainer:
         summary = {"status": status, "step": self.pos.step, "epoch": self.pos.epoch,
                    "elapsed": self.pos.elapsed,
                    "best_val": self.pos.best_val if math.isfinite(self.pos.best_val) else None,
+                   "best_bpc": self.pos.best_bpc if math.isfinite(self.pos.best_bpc) else None,
                    "run_dir": str(self.run_dir)}
         self.report("end", summary)
         return summary

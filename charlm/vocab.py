@@ -168,6 +168,7 @@ class BPEVocab(Vocab):
     eod_id = 1
     specials = ("<pad>", "<eod>")
     min_size = 256 + len(specials)
+    max_size = 1 << 20
 
     def __init__(self, tokenizer):
         self.tokenizer = tokenizer
@@ -184,6 +185,8 @@ class BPEVocab(Vocab):
             raise CharLMError(
                 f"--vocab-size {vocab_size} is too small for byte-level BPE: it needs at least "
                 f"{cls.min_size} (256 bytes + {len(cls.specials)} special symbols)")
+        if vocab_size > cls.max_size:
+            raise CharLMError(f"--vocab-size {vocab_size} is too large (at most {cls.max_size})")
         tok = Tokenizer(models.BPE())
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tok.decoder = decoders.ByteLevel()

@@ -157,7 +157,7 @@ def test_console_script_and_module_entry_points(tmp_path, small_corpus):
     r = subprocess.run(cmd + ["eval", "missing.txt"], capture_output=True, text=True, env=env,
                        cwd=tmp_path)
     assert r.returncode == 1 and "Traceback" not in r.stderr
-    assert r.stderr.strip().splitlines() == ["error: missing.txt: no such file"]
+    assert r.stderr.strip().splitlines() == ["error: missing.txt: no such file or directory"]
 
 
 def test_ctrl_c_saves_then_exits_130(tmp_path, small_corpus):
