@@ -114,6 +114,21 @@ BAD_INPUTS = {
     "resume with other size": (["train", "--resume", "{run}", "--hidden", "64"],
                                "--hidden "),
     "out holds a run": (["train", "{small}", "--out", "{run}"], "already holds a run"),
+    "nan learning rate": (["train", "{small}", "--lr", "nan"], "--lr must be a finite"),
+    "infinite epochs": (["train", "{small}", "--epochs", "inf"], "--epochs must be a finite"),
+    "huge seed": (["train", "{small}", "--seed", "99999999999999999999"], "--seed must be"),
+    "infinite temperature": (["sample", "--checkpoint", "{run}", "--temp", "inf"], "--temp"),
+    "huge sample seed": (["sample", "--checkpoint", "{run}", "--seed", "99999999999999999999"],
+                         "--seed must be"),
+    "unknown device": (["eval", "--checkpoint", "{run}", "--device", "foo"], "--device"),
+    "huge bpe vocab": (["prepare", "{small}", "--out", "p", "--vocab", "bpe", "--vocab-size",
+                        "99999999999"], "too large"),
+    "vocab size with char": (["prepare", "{small}", "--out", "p", "--vocab-size", "5"],
+                             "only to --vocab bpe"),
+    "resume with preset": (["train", "--resume", "{run}", "--preset", "large"],
+                           "do not apply to --resume"),
+    "resume past its end": (["train", "--resume", "{run}", "--max-steps", "5"], "nothing to do"),
+    "bad separator escape": (["train", "{small}", "--doc-separator", "\\x"], "bad backslash"),
 }
 
 
@@ -181,3 +196,44 @@ def test_ctrl_c_saves_then_exits_130(tmp_path, small_corpus):
     from charlm.checkpoint import load_checkpoint
     ckpt = load_checkpoint(tmp_path / "run" / "last.safetensors", with_trainer=True)
     assert ckpt.trainer_state["step"] == max(steps)  # saved at the step it stopped on
+
+
+def test_options_for_raw_text_refused_on_a_prepared_corpus(tmp_path, small_corpus):
+    assert run("prepare", small_corpus, "--out", tmp_path / "prep").exit_code == 0
+    assert_clean_error(run("train", tmp_path / "prep", "--vocab", "bpe", *TINY),
+                       "is a prepared corpus")
+
+
+def test_directory_skips_prepared_corpus_and_binary_files(tmp_path, small_text):
+    d = tmp_path / "texts"
+    d.mkdir()
+    (d / "a.txt").write_text(small_text[:10000])
+    (d / "b.txt").write_text(small_text[10000:])
+    (d / "img.bin").write_bytes(bytes(range(256)) * 40)
+    assert run("prepare", d, "--out", d / "prepared").exit_code == 0
+    r = run("train", d, "--out", tmp_path / "run", *TINY)
+    assert r.exit_code == 0, r.stderr
+    assert "skipping" in r.stderr and "img.bin" in r.stderr and "prepared" in r.stderr
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert len(config["corpus"]["sources"]) == 2  # a.txt and b.txt only
+
+
+def test_sample_into_a_closed_pipe_exits_quietly(tmp_path, run_dir):
+    env = {**os.environ, "CHARLM_CACHE_DIR": str(tmp_path / "cache")}
+    cmd = (f"{sys.executable} -m charlm sample --checkpoint {run_dir} --length 200000 "
+           f"--seed 1 | head -c 100")
+    r = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], capture_output=True, text=True,
+                       env=env)
+    assert r.returncode == 0, r.stderr
+    assert len(r.stdout) == 100 and r.stderr.strip() == ""
+
+
+def test_several_samples_are_separated_on_stdout(run_dir):
+    r = run("sample", "--checkpoint", run_dir, "--num-samples", "3", "--length", "20",
+            "--seed", "5")
+    assert r.exit_code == 0, r.stderr
+    assert [line for line in r.stdout.splitlines() if line.startswith("=== sample")] == [
+        f"=== sample {i} of 3 (seed {4 + i}) ===" for i in (1, 2, 3)]
+    single = run("sample", "--checkpoint", run_dir, "--length", "20", "--seed", "5")
+    first = r.stdout.split("===\n")[1].split("\n\n=== sample")[0]
+    assert single.stdout == first + ("" if first.endswith("\n") else "\n")

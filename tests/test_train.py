@@ -203,3 +203,16 @@ def test_bundled_corpus_ships_in_the_wheel(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "charlm/data/tinyshakespeare.txt" in names
     assert "charlm/cli.py" in names
+
+
+def test_eval_splits_text_by_the_runs_document_separator(tmp_path):
+    names = ["anna", "bob", "carla", "dmitri", "eve"] * 100
+    f = tmp_path / "names.txt"
+    f.write_text("\n".join(names) + "\n")
+    lm = charlm.train(f, out=tmp_path / "run", doc_separator="\n",
+                      **tiny_options(max_steps=30, eval_every=1000))
+    r = lm.evaluate("anna\nbob\ncarla\n")
+    assert r["unknown"] == 0  # newlines separate documents, they are not unknown characters
+    assert r["chars"] == len("annabobcarla") and r["symbols"] == 12 + 3
+    with pytest.raises(CharLMError, match="no text"):
+        lm.evaluate("")
