@@ -12,13 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
-import resource
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from charlm.api import bundled_corpus

@@ -59,7 +59,7 @@ def parse_separator(sep: str | None) -> str | None:
         return None
     try:
         value = sep.encode("latin-1", "backslashreplace").decode("unicode_escape")
-    except UnicodeDecodeError as exc:
+    except UnicodeDecodeError:
         raise CharLMError(f"--doc-separator {sep!r}: bad backslash escape (use e.g. '\\n' or "
                           f"'\\t')") from None
     return value or None

@@ -1,5 +1,4 @@
 import pytest
-import torch
 
 import charlm
 from charlm.api import build_trainer

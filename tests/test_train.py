@@ -82,8 +82,6 @@ def test_resume_equals_uninterrupted_run(tmp_path, small_corpus):
     full.run()
     first = build_trainer(small_corpus, out=tmp_path / "split",
                           **tiny_options(dropout=0.1, num_layers=2))
-    steps = []
-
     def stop_at_7(event, data):
         if event == "step" and data["step"] == 7:
             first.stop_requested = True
