@@ -18,8 +18,8 @@ import torch
 
 from .checkpoint import Checkpoint, load_checkpoint
 from .config import TrainConfig, flag, preset as get_preset
-from .corpus import (PreparedCorpus, Split, collect_files, encode_texts, prepare_cached,
-                     split_documents)
+from .corpus import (PreparedCorpus, Split, collect_files, encode_texts, is_prepared_dir,
+                     prepare_cached, split_documents)
 from .errors import CharLMError
 from .evaluate import evaluate
 from .model import ModelConfig
@@ -164,7 +164,7 @@ def _new_run_dir(name: str) -> Path:
 
 
 def _is_prepared(paths: list[Path]) -> bool:
-    return len(paths) == 1 and Path(paths[0]).is_dir() and (Path(paths[0]) / "meta.json").exists()
+    return len(paths) == 1 and is_prepared_dir(Path(paths[0]))
 
 
 def prepare_corpus(paths: list[Path], vocab: str | None = None, vocab_size: int | None = None,

@@ -82,7 +82,7 @@ def collect_files(paths: list[Path], warn: Callable[[str], None] | None = None) 
         if p.is_dir():
             found, skipped = [], []
             for root, dirs, names in os.walk(p):
-                if Path(root) != p and _is_prepared_dir(Path(root)):
+                if Path(root) != p and is_prepared_dir(Path(root)):
                     dirs[:] = []
                     skipped.append(f"skipping {root}: a prepared corpus, not text")
                     continue
@@ -108,7 +108,7 @@ def collect_files(paths: list[Path], warn: Callable[[str], None] | None = None) 
     return files
 
 
-def _is_prepared_dir(path: Path) -> bool:
+def is_prepared_dir(path: Path) -> bool:
     try:
         return json.loads((path / "meta.json").read_text(encoding="utf-8")).get("format") == FORMAT
     except (OSError, ValueError, AttributeError):
@@ -548,12 +548,7 @@ def prepare_cached(paths: list[Path], vocab_kind: str = "char", vocab_size: int 
                    val_fraction: float = 0.1, doc_separator: str | None = None,
                    progress: Progress | None = None,
                    warn: Callable[[str], None] | None = None) -> PreparedCorpus:
-    """Prepare once per distinct content and options; later calls reuse the cached result.
-
-    A directory given as a corpus that is itself a prepared corpus is opened as it is.
-    """
-    if len(paths) == 1 and Path(paths[0]).is_dir() and (Path(paths[0]) / "meta.json").exists():
-        return PreparedCorpus.open(Path(paths[0]))
+    """Prepare once per distinct content and options; later calls reuse the cached result."""
     files = collect_files(paths, warn)
     hashes = {f: file_sha256(f) for f in files}
     key = hashlib.sha256(json.dumps({
