@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import Checkpoint, load_checkpoint
-from .config import TrainConfig, flag, preset as get_preset
+from .config import TrainConfig, flag, preset as get_preset, preset_for_budget
 from .corpus import (PreparedCorpus, Split, collect_files, encode_texts, is_prepared_dir,
                      prepare_cached, split_documents)
 from .errors import CharLMError
@@ -250,7 +250,12 @@ def build_trainer(corpus: list[Path] | Path | str | None = None, out: Path | str
     paths = corpus or [bundled_corpus()]
     prepared = prepare_corpus(paths, vocab, vocab_size, val_fraction, doc_separator,
                               prepare_progress, warn)
-    chosen = get_preset(preset or "default")
+    if preset is None:
+        # A time budget with no size given: the preset made for budgets of that length.
+        sized = any(k in options for k in MODEL_OPTIONS)
+        timed = options.get("max_time") is not None
+        preset = preset_for_budget(options["max_time"]) if timed and not sized else "default"
+    chosen = get_preset(preset)
     model_opts = {**chosen["model"], **{k: v for k, v in options.items() if k in MODEL_OPTIONS}}
     train_opts = dict(chosen["train"])
     if any(k in options for k in STOP_OPTIONS):
@@ -277,7 +282,9 @@ def build_trainer(corpus: list[Path] | Path | str | None = None, out: Path | str
         if (run_dir / LAST).exists() or (run_dir / BEST).exists():
             raise CharLMError(f"--out {run_dir} already holds a run; continue it with "
                               f"--resume {run_dir} or choose another --out")
-    return Trainer(run_dir, prepared, model_config, train_config, report)
+    trainer = Trainer(run_dir, prepared, model_config, train_config, report)
+    trainer.preset = preset
+    return trainer
 
 
 def train(corpus: list[Path] | Path | str | None = None, out: Path | str | None = None,

@@ -181,7 +181,8 @@ class _TrainView:
             budget = f"{total:,} steps" if total else ""
             if data.get("max_time"):
                 budget += (" or " if budget else "") + f"{data['max_time']:g} s"
-            err.print(f"training on {data['device']}: {data['parameters']:,} parameters, "
+            preset = f"preset {data['preset']}, " if data.get("preset") else ""
+            err.print(f"training on {data['device']}: {preset}{data['parameters']:,} parameters, "
                       f"{data['lanes']} lanes, {data['chunks_per_epoch']:,} chunks per epoch"
                       + (f", {budget}" if budget else ""))
             self.progress.start()

@@ -98,6 +98,11 @@ PRESETS: dict[str, dict] = {
         "model": {"cell": "lstm", "num_layers": 1, "hidden_dim": 64, "embed_dim": 32},
         "train": {"batch_size": 16, "bptt_len": 64, "max_steps": 200, "eval_every": 100},
     },
+    "fast": {  # about 2 minutes on a 2-core CPU; tuned for that budget (bench/RESULTS.md)
+        "model": {"cell": "lstm", "num_layers": 1, "hidden_dim": 512, "embed_dim": 64,
+                  "dropout": 0.0},
+        "train": {"batch_size": 16, "bptt_len": 64, "lr": 6e-3, "max_steps": 1600},
+    },
     "default": {  # about 7 minutes on a 2-core CPU; ~1.47 nats/char on Tiny Shakespeare
         "model": {"cell": "lstm", "num_layers": 2, "hidden_dim": 256, "embed_dim": 64,
                   "dropout": 0.2},
@@ -110,6 +115,13 @@ PRESETS: dict[str, dict] = {
     },
 }
 PRESET_HELP = ", ".join(f"{name}" for name in PRESETS)
+# With --max-time and no preset or model option, the preset is chosen by the budget: the first
+# whose "up_to" (seconds of training) covers it.
+BUDGET_PRESETS = (("fast", 240.0), ("default", 1200.0), ("large", math.inf))
+
+
+def preset_for_budget(seconds: float) -> str:
+    return next(name for name, up_to in BUDGET_PRESETS if seconds <= up_to)
 
 
 def preset(name: str) -> dict:

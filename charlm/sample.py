@@ -48,23 +48,51 @@ def check_options(temperature: float, length: int, top_k: int | None,
         raise CharLMError(f"--num-samples must be >= 1, got {num_samples}")
 
 
-def pick(logits: torch.Tensor, temperature: float, top_k: int | None,
-         generators: list[torch.Generator]) -> torch.Tensor:
-    """Draw one id per row from logits (B, V); temperature 0 takes the argmax.
+class RowRandom:
+    """One random stream per row of a batch.
 
-    Row i draws from its own generator, so sample i of a batch is the text a single sample with
-    that generator's seed would give.
+    Row i draws its uniforms from its own generator, a block at a time, so the draws of a row do
+    not depend on the other rows: sample i of a batch is the text a single sample with that
+    generator's seed gives. The draw itself is then one vectorised operation for the batch.
     """
+
+    BLOCK = 256
+
+    def __init__(self, seeds: list[int], device: torch.device):
+        self.generators = [torch.Generator().manual_seed(s % (MAX_SEED + 1)) for s in seeds]
+        self.device = device
+        self.used = self.BLOCK
+
+    def next(self) -> torch.Tensor:
+        """(B,) uniforms in [0, 1), float64."""
+        if self.used == self.BLOCK:
+            block = [torch.rand(self.BLOCK, generator=g, dtype=torch.float64)
+                     for g in self.generators]
+            self.block = torch.stack(block, dim=1).to(self.device)  # (BLOCK, B)
+            self.used = 0
+        self.used += 1
+        return self.block[self.used - 1]
+
+
+def pick(logits: torch.Tensor, temperature: float, top_k: int | None,
+         uniforms: torch.Tensor) -> torch.Tensor:
+    """Draw one id per row from logits (B, V) by inverting the cumulative distribution at
+    ``uniforms`` (B,); temperature 0 takes the argmax. Ids whose probability is zero (logit
+    -inf: PAD, UNK, those outside the top k) are never drawn."""
     if temperature == 0:
         return logits.argmax(dim=-1)
-    logits = logits.float() / temperature
+    logits = logits.double() / temperature
     if top_k and top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     probs = torch.softmax(logits, dim=-1)
-    if len(generators) == 1:
-        return torch.multinomial(probs, 1, generator=generators[0]).squeeze(-1)
-    return torch.cat([torch.multinomial(p, 1, generator=g) for p, g in zip(probs, generators)])
+    cdf = probs.cumsum(dim=-1)
+    # The first id whose cumulative probability exceeds u * total: a zero-probability id never
+    # is, since its cumulative value equals its predecessor's.
+    ids = torch.searchsorted(cdf, (uniforms * cdf[:, -1]).unsqueeze(-1), right=True).squeeze(-1)
+    # Rounding can put u * total at the very top: fall back to the last drawable id.
+    last = probs.shape[-1] - 1 - (probs > 0).flip(-1).to(torch.int8).argmax(dim=-1)
+    return torch.minimum(ids, last)
 
 
 @torch.no_grad()
@@ -84,8 +112,7 @@ def generate(model: CharRNN, vocab: Vocab, length: int, prime: str = "", tempera
     device = next(model.parameters()).device
     model.eval()
     # Sample i is seeded with seed + i: the first of N samples equals a single sample.
-    generators = [torch.Generator(device=device).manual_seed((seed + i) % (MAX_SEED + 1))
-                  for i in range(num_samples)]
+    rows = RowRandom([seed + i for i in range(num_samples)], device)
     prime_ids = vocab.encode(prime) if prime else []
     if prime and vocab.unk_id is not None:
         unknown = int((prime_ids == vocab.unk_id).sum())
@@ -103,7 +130,7 @@ def generate(model: CharRNN, vocab: Vocab, length: int, prime: str = "", tempera
         logits, state = model(x)
         last = logits[:, -1]
         while min(written) < length:
-            nxt = pick(last, temperature, top_k, generators)  # (B,)
+            nxt = pick(last, temperature, top_k, rows.next() if temperature else None)
             tokens = nxt.tolist()
             for b, token in enumerate(tokens):
                 if written[b] >= length:

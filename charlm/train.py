@@ -113,6 +113,7 @@ class Trainer:
         self.report = report or (lambda event, data: None)
         self.device = resolve_device(config.device)
         self.stop_requested = False
+        self.preset: str | None = None  # the preset the run was built from, if any
         if model_config.vocab_size != self.vocab.size:
             raise CharLMError(f"model vocab size {model_config.vocab_size} does not match the "
                               f"corpus vocab ({self.vocab.size})")
@@ -160,6 +161,7 @@ class Trainer:
         meta = self.corpus.meta
         return {
             "charlm_version": __version__,
+            "preset": self.preset,
             "model": self.model.config.to_dict(),
             "train": self.config.to_dict(),
             "corpus": {
@@ -246,6 +248,7 @@ class Trainer:
             config = replace(config, max_steps=None, epochs=None, max_time=None)
         config = config.with_options(**overrides)
         trainer = cls(run_dir, corpus, ckpt.model.config, config, report)
+        trainer.preset = ckpt.run_config.get("preset")
         trainer.model.load_state_dict(ckpt.model.state_dict())
         trainer.load_trainer_state(ckpt.trainer_state)
         # Lines logged after the checkpoint was written are replayed by the resumed run.
@@ -323,7 +326,8 @@ class Trainer:
                               f"--max-time")
         self.write_run_files()
         self.model.train()
-        self.report("start", {"step": self.pos.step, "total_steps": self.total_steps,
+        self.report("start", {"step": self.pos.step, "preset": self.preset,
+                              "total_steps": self.total_steps,
                               "max_time": self.config.max_time, "device": str(self.device),
                               "parameters": sum(p.numel() for p in self.model.parameters()),
                               "lanes": self.layout.num_lanes,

@@ -82,3 +82,30 @@ def test_bad_sampling_options(lm, bad):
 def test_top_k_one_equals_greedy(lm):
     assert lm.sample("The", length=50, temperature=1.3, top_k=1, seed=4) == \
         lm.sample("The", length=50, temperature=0)
+
+
+def test_sample_i_of_a_batch_equals_a_single_sample_with_seed_plus_i(lm):
+    batch = lm.sample("KING", length=120, temperature=1.0, seed=40, num_samples=3)
+    for i, text in enumerate(batch):
+        assert text == lm.sample("KING", length=120, temperature=1.0, seed=40 + i)
+
+
+def test_top_k_one_is_greedy_and_draws_follow_the_distribution(lm):
+    import torch
+    from charlm.sample import pick
+
+    greedy = lm.sample("The ", length=50, temperature=0)
+    assert lm.sample("The ", length=50, temperature=1.3, top_k=1, seed=9) == greedy
+    # Inverse-CDF draws: with uniforms spread evenly over [0, 1), each id is drawn in
+    # proportion to its probability, and zero-probability ids never.
+    logits = torch.tensor([[float("-inf"), 0.0, 1.0, float("-inf"), 2.0]])
+    n = 10_000
+    u = (torch.arange(n, dtype=torch.float64) + 0.5) / n
+    ids = pick(logits.expand(n, -1), 1.0, None, u)
+    counts = torch.bincount(ids, minlength=5).double() / n
+    expect = torch.softmax(logits[0].double(), -1)
+    assert counts[0] == 0 and counts[3] == 0
+    assert torch.allclose(counts, expect, atol=2e-4)
+    top = pick(torch.tensor([[0.0, 3.0, 1.0, 2.0]]), 1.0, 2, torch.tensor([0.999999999]))
+    assert int(top) in (1, 3)
+    assert int(pick(logits, 1.0, None, torch.tensor([1 - 2**-53]))) == 4  # the very top

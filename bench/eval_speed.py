@@ -1,0 +1,99 @@
+"""Evaluation speed: ``charlm eval`` on a 10 MB text against the training throughput of the same
+model, both measured in this run.
+
+The text is Tiny Shakespeare's lines shuffled (seeded) and repeated until it holds ``--mb``
+megabytes. The model is a freshly initialised charlm model (speed does not depend on the
+weights), saved as a run directory so the CLI can load it. Three figures:
+
+  * train:    chars/s of ``Trainer.train_step`` (forward, loss, backward, clip, AdamW) with the
+              preset's batch and BPTT length;
+  * eval API: chars/s of ``LanguageModel.evaluate(text)`` (encoding and the forward over lanes);
+  * eval CLI: chars/s of ``charlm eval FILE --checkpoint RUN --json`` as a subprocess, start-up,
+              loading, reading and encoding the file included.
+
+    python bench/eval_speed.py                    # the default preset's model (2x256)
+    python bench/eval_speed.py --hidden 512
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+import charlm
+from charlm.api import build_trainer, bundled_corpus
+
+
+def make_text(mb: float, seed: int = 0) -> str:
+    lines = bundled_corpus().read_text(encoding="utf-8").splitlines(keepends=True)
+    rng = random.Random(seed)
+    out, size = [], 0
+    while size < mb * 1e6:
+        rng.shuffle(lines)
+        out.extend(lines)
+        size += sum(len(line) for line in lines)
+    return "".join(out)[: int(mb * 1e6)]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--mb", type=float, default=10.0)
+    ap.add_argument("--hidden", type=int, default=None)
+    ap.add_argument("--layers", type=int, default=None)
+    ap.add_argument("--train-steps", type=int, default=30)
+    args = ap.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
+    with tempfile.TemporaryDirectory(prefix="charlm-evalspeed-") as tmp:
+        tmp = Path(tmp)
+        trainer = build_trainer(bundled_corpus(), out=tmp / "run", hidden_dim=args.hidden,
+                                num_layers=args.layers, max_steps=10**9, device="cpu")
+        trainer.write_run_files()
+        for _ in range(3):
+            trainer.train_step()  # warm up
+        times = []
+        for _ in range(args.train_steps):
+            t = time.perf_counter()
+            out = trainer.train_step()
+            times.append((time.perf_counter() - t) / out["symbols"])
+        train_cps = 1 / statistics.median(times)
+        trainer.save("best.safetensors")
+
+        text = make_text(args.mb)
+        path = tmp / "held.txt"
+        path.write_text(text, encoding="utf-8")
+        lm = charlm.load(tmp / "run")
+        lm.evaluate(text[:100_000])  # warm up
+        t = time.perf_counter()
+        api = lm.evaluate(text)
+        api_s = time.perf_counter() - t
+
+        t = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "charlm", "eval", str(path), "--checkpoint",
+                               str(tmp / "run"), "--json"], capture_output=True, text=True,
+                              check=True)
+        cli_s = time.perf_counter() - t
+        cli = json.loads(proc.stdout)
+
+    m = trainer.model.config
+    c = trainer.config
+    print(f"\nmodel: {m.cell} {m.num_layers}x{m.hidden_dim}, embed {m.embed_dim}; training with "
+          f"B {c.batch_size} T {c.bptt_len}; eval text {len(text) / 1e6:.1f} M chars")
+    print("| what | chars/s | vs training |")
+    print("| --- | --- | --- |")
+    print(f"| training step | {train_cps:,.0f} | 1.00 |")
+    print(f"| eval, Python API | {api['chars'] / api_s:,.0f} | {api['chars'] / api_s / train_cps:.2f} |")
+    print(f"| eval, CLI end to end | {cli['chars'] / cli_s:,.0f} | "
+          f"{cli['chars'] / cli_s / train_cps:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
