@@ -20,7 +20,8 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Table
 
 from . import __version__
-from .config import PRESET_HELP, TrainConfig
+from .config import PRESET_HELP, PRESETS, TrainConfig
+from .model import ModelConfig
 from .errors import CharLMError
 
 app = typer.Typer(
@@ -217,14 +218,29 @@ class _TrainView:
             self.progress.stop()
 
 
+def _per_preset(field: str) -> str:
+    """'tiny 64, fast 512, ...': a field's value in each preset (the built-in default if unset)."""
+    def value(p):
+        v = p["model"].get(field, p["train"].get(field))
+        if v is None:
+            v = getattr(T, field, None)
+        if v is None:
+            v = ModelConfig.__dataclass_fields__[field].default
+        return f"{v:g}" if isinstance(v, float) else str(v)
+    return ", ".join(f"{name} {value(p)}" for name, p in PRESETS.items())
+
+
 @app.command()
 def train(
     corpus: Annotated[Optional[list[Path]], typer.Argument(
         help="Text files or directories (or a prepared corpus directory). "
              "Default: the bundled Tiny Shakespeare.")] = None,
     preset: Annotated[Optional[str], typer.Option(
-        help=f"Model size and training budget: {PRESET_HELP}. Options given below override "
-             f"the preset's values. Default: default.")] = None,
+        help=f"Model size and training budget: {PRESET_HELP}. tiny: seconds, for trying "
+             f"things; fast: 1x512 LSTM, ~2 min on 2 cores; default: 2x256 LSTM, ~7 min; "
+             f"large: 2x384 LSTM, ~10 min. Options given below override the preset's values. "
+             f"Default: default, or with --max-time and no model option the preset made for "
+             f"that budget (fast up to 240 s, default up to 480 s, large beyond).")] = None,
     out: Annotated[Optional[Path], typer.Option(
         help="Run directory. Default: ./checkpoints/<corpus name> (a numbered name if taken).")]
     = None,
@@ -232,26 +248,27 @@ def train(
         help="Continue the run in this directory from its last checkpoint. Only --max-steps, "
              "--epochs, --max-time, --eval-every, --save-every and --device may change.")] = None,
     cell: Annotated[Optional[str], typer.Option(
-        help="Recurrent cell: lstm, gru or rnn (Elman, tanh). Preset default: lstm.")] = None,
+        help="Recurrent cell: lstm, gru or rnn (Elman, tanh). Presets: lstm.")] = None,
     layers: Annotated[Optional[int], typer.Option(
-        help="Stacked recurrent layers. Preset default: 2.")] = None,
+        help=f"Stacked recurrent layers. Presets: {_per_preset('num_layers')}.")] = None,
     hidden: Annotated[Optional[int], typer.Option(
-        help="Hidden units per layer. Preset default: 256.")] = None,
+        help=f"Hidden units per layer. Presets: {_per_preset('hidden_dim')}.")] = None,
     embed: Annotated[Optional[int], typer.Option(
-        help="Embedding size. Preset default: 64.")] = None,
+        help=f"Embedding size. Presets: {_per_preset('embed_dim')}.")] = None,
     dropout: Annotated[Optional[float], typer.Option(
-        help="Dropout between layers and before the output layer. Preset default: 0.2.")] = None,
+        help=f"Dropout between layers and before the output layer. Presets: "
+             f"{_per_preset('dropout')}.")] = None,
     tie_weights: Annotated[Optional[bool], typer.Option(
         "--tie-weights/--no-tie-weights",
         help="Share the embedding and output weights (needs --embed = --hidden). "
              "Default: no.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(
-        help=f"Parallel lanes per batch. Preset default: {T.batch_size}.")] = None,
+        help=f"Parallel lanes per batch. Presets: {_per_preset('batch_size')}.")] = None,
     bptt: Annotated[Optional[int], typer.Option(
-        help=f"Truncated BPTT length: time steps per chunk. Preset default: {T.bptt_len}.")]
+        help=f"Truncated BPTT length: time steps per chunk. Presets: {_per_preset('bptt_len')}.")]
     = None,
     lr: Annotated[Optional[float], typer.Option(
-        help=f"Peak learning rate. Preset default: {T.lr:g}.")] = None,
+        help=f"Peak learning rate. Presets: {_per_preset('lr')}.")] = None,
     optimizer: Annotated[Optional[str], typer.Option(
         help=f"adamw, adam, rmsprop or sgd. Default: {T.optimizer}.")] = None,
     weight_decay: Annotated[Optional[float], typer.Option(
@@ -267,7 +284,7 @@ def train(
     clip_value: Annotated[Optional[float], typer.Option(
         help="Clip each gradient element to [-v, v] (0 = off). Default: off.")] = None,
     max_steps: Annotated[Optional[int], typer.Option(
-        help="Stop after this many steps. Preset default: default 4000, large 9000, tiny 200.")] = None,
+        help=f"Stop after this many steps. Presets: {_per_preset('max_steps')}.")] = None,
     epochs: Annotated[Optional[float], typer.Option(
         help="Stop after this many passes over the training text.")] = None,
     max_time: Annotated[Optional[float], typer.Option(

@@ -85,14 +85,13 @@ def pick(logits: torch.Tensor, temperature: float, top_k: int | None,
     if top_k and top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
-    probs = torch.softmax(logits, dim=-1)
-    cdf = probs.cumsum(dim=-1)
-    # The first id whose cumulative probability exceeds u * total: a zero-probability id never
-    # is, since its cumulative value equals its predecessor's.
-    ids = torch.searchsorted(cdf, (uniforms * cdf[:, -1]).unsqueeze(-1), right=True).squeeze(-1)
-    # Rounding can put u * total at the very top: fall back to the last drawable id.
-    last = probs.shape[-1] - 1 - (probs > 0).flip(-1).to(torch.int8).argmax(dim=-1)
-    return torch.minimum(ids, last)
+    cdf = torch.softmax(logits, dim=-1).cumsum(dim=-1)
+    total = cdf[:, -1]
+    # Aim strictly below the total (rounding could put u * total on it). The first id whose
+    # cumulative probability exceeds the aim is then drawable: a zero-probability id never
+    # is the first, since its cumulative value equals its predecessor's.
+    aim = torch.minimum(uniforms * total, torch.nextafter(total, torch.zeros_like(total)))
+    return torch.searchsorted(cdf, aim.unsqueeze(-1), right=True).squeeze(-1)
 
 
 @torch.no_grad()
