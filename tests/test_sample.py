@@ -32,18 +32,32 @@ def test_streaming_delivers_the_same_text_piece_by_piece(lm):
     assert len(pieces) >= 50 and "".join(pieces) == text
 
 
-def test_one_step_of_work_per_symbol(lm):
-    lengths = []
-    original = lm.model.forward
+def test_one_step_of_work_per_symbol(lm, monkeypatch):
+    import charlm.sample as sampling
+
+    lengths, drawn = [], []
+    original_forward, original_pick = lm.model.forward, sampling.pick
 
     def counting(inputs, *args, **kwargs):
         lengths.append(inputs.shape[1])
-        return original(inputs, *args, **kwargs)
+        return original_forward(inputs, *args, **kwargs)
+
+    def recording(*args, **kwargs):
+        ids = original_pick(*args, **kwargs)
+        drawn.extend(ids.tolist())
+        return ids
     lm.model.forward = counting
-    lm.sample("ab", length=100, temperature=1.0, seed=0)
+    monkeypatch.setattr(sampling, "pick", recording)
+    text = lm.sample("ab", length=100, temperature=1.0, seed=0)
+    assert len(text) == 100
     assert lengths[0] == 3  # EOD + the prime, read once
     assert lengths[1:] == [1] * (len(lengths) - 1)  # then one symbol per step
-    assert 100 <= len(lengths) <= 101
+    assert len(lengths) == 1 + len(drawn)  # one step for each symbol drawn, nothing more
+    # A drawn EOD writes the whole separator, so the draws may be fewer than the characters;
+    # every draw still writes at least one character.
+    ends = drawn.count(lm.vocab.eod_id)
+    assert len(drawn) == 100 - ends * (len(lm.separator) - 1) or \
+        (len(drawn) <= 100 and drawn[-1] == lm.vocab.eod_id)
 
 
 def test_pad_and_unk_are_never_sampled(lm):
