@@ -300,6 +300,11 @@ def train(
     = None,
     device: Annotated[Optional[str], typer.Option(
         help="auto (cuda, then mps, then cpu), cpu, cuda or mps. Default: auto.")] = None,
+    precision: Annotated[Optional[str], typer.Option(
+        help=f"fp32, or bf16: the training forward and backward compute in bfloat16 on casts "
+             f"of float32 weights (faster on CPUs with bf16 instructions and on GPUs; "
+             f"evaluation and sampling stay float32). Presets: {_per_preset('precision')}.")]
+    = None,
     vocab: VocabOpt = None,
     vocab_size: VocabSizeOpt = None,
     val_fraction: ValOpt = None,
@@ -322,7 +327,8 @@ def train(
                 bptt_len=bptt, lr=lr, optimizer=optimizer, weight_decay=weight_decay,
                 warmup_steps=warmup, schedule=schedule, clip_norm=clip_norm,
                 clip_value=clip_value, max_steps=max_steps, epochs=epochs, max_time=max_time,
-                eval_every=eval_every, save_every=save_every, seed=seed, device=device)
+                eval_every=eval_every, save_every=save_every, seed=seed, device=device,
+                precision=precision)
         finally:
             stop_bar()
 

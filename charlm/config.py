@@ -27,6 +27,7 @@ def check_seed(seed: int) -> None:
 def flag(field_name: str) -> str:
     return _FLAGS.get(field_name, "--" + field_name.replace("_", "-"))
 SCHEDULES = ("cosine", "linear", "constant")
+PRECISIONS = ("fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
@@ -52,6 +53,7 @@ class TrainConfig:
     eval_burn_in: int = 256
     seed: int = 1337
     device: str = "auto"
+    precision: str = "fp32"       # bf16: the training forward computes in bfloat16 (see model)
 
     def __post_init__(self):
         def positive(name, allow_zero=False):
@@ -74,6 +76,9 @@ class TrainConfig:
         if self.schedule not in SCHEDULES:
             raise CharLMError(f"--schedule must be one of {', '.join(SCHEDULES)}, "
                               f"not {self.schedule!r}")
+        if self.precision not in PRECISIONS:
+            raise CharLMError(f"--precision must be one of {', '.join(PRECISIONS)}, "
+                              f"not {self.precision!r}")
         if self.device not in DEVICES:
             raise CharLMError(f"--device must be one of {', '.join(DEVICES)}, not {self.device!r}")
         if self.min_lr_ratio > 1:

@@ -8,10 +8,12 @@ The fused ``torch.nn`` layers run the stretches between resets.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
+from torch.func import functional_call
 
 from .config import flag
 from .errors import CharLMError
@@ -92,6 +94,20 @@ class CharRNN(nn.Module):
         with torch.no_grad():
             for i in c.never_predict:  # never-read ids start as zero vectors
                 self.embed.weight[i].zero_()
+        self.compute_dtype: torch.dtype | None = None  # see compute_in
+
+    @contextmanager
+    def compute_in(self, dtype: torch.dtype | None):
+        """Mixed precision: inside this context the recurrence and the output layer compute in
+        ``dtype`` (e.g. bfloat16) on casts of the float32 weights, which stay the weights the
+        optimizer updates; gradients flow back through the casts. The carried state stays
+        float32 between calls. ``None`` or float32 changes nothing."""
+        before = self.compute_dtype
+        self.compute_dtype = None if dtype in (None, torch.float32) else dtype
+        try:
+            yield self
+        finally:
+            self.compute_dtype = before
 
     @property
     def state_size(self) -> int:
@@ -113,8 +129,13 @@ class CharRNN(nn.Module):
     def detach_state(state: State) -> State:
         return tuple(s.detach() for s in state)
 
-    def _run(self, x: torch.Tensor, state: State):
-        out, new = self.rnn(x, state if self.state_size == 2 else state[0])
+    def _run(self, x: torch.Tensor, state: State, weights: dict | None):
+        if weights is None:
+            out, new = self.rnn(x, state if self.state_size == 2 else state[0])
+        else:  # mixed precision: the same layer on low-precision casts of its weights
+            state = tuple(s.to(x.dtype) for s in state)
+            out, new = functional_call(self.rnn, weights,
+                                       (x, state if self.state_size == 2 else state[0]))
         return out, (new if isinstance(new, tuple) else (new,))
 
     def forward(self, inputs: torch.Tensor, state: State | None = None,
@@ -124,22 +145,31 @@ class CharRNN(nn.Module):
         if state is None:
             state = self.initial_state(batch)
         x = self.embed(inputs)  # (B, T, E)
+        dtype, weights = self.compute_dtype, None
+        if dtype is not None:
+            x = x.to(dtype)
+            weights = {name: w.to(dtype) for name, w in self.rnn.named_parameters()}
         if reset is None:
-            out, state = self._run(x, state)
+            out, state = self._run(x, state, weights)
         else:
             # Split the chunk at the time steps where some lane resets; run each stretch fused.
             times = torch.nonzero(reset.any(dim=0)).flatten().tolist()
             pieces, prev = [], 0
             for t in times:
                 if t > prev:
-                    o, state = self._run(x[:, prev:t], state)
+                    o, state = self._run(x[:, prev:t], state, weights)
                     pieces.append(o)
                 state = self.reset_state(state, reset[:, t])
                 prev = t
-            o, state = self._run(x[:, prev:], state)
+            o, state = self._run(x[:, prev:], state, weights)
             pieces.append(o)
             out = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)
-        logits = self.head(self.drop(out))  # (B, T, V)
+        if dtype is None:
+            logits = self.head(self.drop(out))  # (B, T, V)
+        else:
+            logits = nn.functional.linear(self.drop(out), self.head.weight.to(dtype),
+                                          self.head.bias.to(dtype))
+            state = tuple(s.to(self.head.bias.dtype) for s in state)
         logits.index_fill_(-1, self._never, float("-inf"))  # safe: linear keeps no output
         return logits, state
 

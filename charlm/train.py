@@ -127,6 +127,9 @@ class Trainer:
         lanes = min(config.batch_size, max(1, self.train_split.symbols // config.bptt_len))
         self.layout = LaneLayout(self.train_split.tokens, self.train_split.doc_starts, lanes,
                                  config.bptt_len, self.vocab.eod_id)
+        if config.precision == "bf16" and self.device.type not in ("cpu", "cuda"):
+            raise CharLMError(f"--precision bf16 is not supported on {self.device.type}")
+        self.compute_dtype = torch.bfloat16 if config.precision == "bf16" else None
         torch.manual_seed(config.seed)
         self.model = CharRNN(model_config).to(self.device)
         self.optimizer = make_optimizer(self.model, config)
@@ -289,7 +292,8 @@ class Trainer:
         lr = c.lr * lr_factor(c, pos.step, self.progress(), warmup)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        logits, state = self.model(x, self.lane_state, reset)
+        with self.model.compute_in(self.compute_dtype):
+            logits, state = self.model(x, self.lane_state, reset)
         total, count = loss_sum(logits, y)
         loss = total / max(count, 1)
         self.optimizer.zero_grad(set_to_none=True)

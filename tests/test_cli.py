@@ -96,6 +96,7 @@ BAD_INPUTS = {
     "zero layers": (["train", "{small}", "--layers", "0"], "--layers must be"),
     "negative lr": (["train", "{small}", "--lr", "-1"], "--lr"),
     "bad cell": (["train", "{small}", "--cell", "tcn"], "--cell"),
+    "bad precision": (["train", "{small}", "--precision", "fp16"], "--precision must be one of"),
     "tie without equal sizes": (["train", "{small}", "--tie-weights"], "--tie-weights"),
     "bpe vocab too small": (["prepare", "{small}", "--out", "p", "--vocab", "bpe",
                              "--vocab-size", "100"], "too small"),

@@ -76,12 +76,12 @@ def test_checkpoint_round_trip_gives_identical_logits(tmp_path, small_corpus):
     assert ckpt.vocab.to_json() == trainer.vocab.to_json()
 
 
-def test_resume_equals_uninterrupted_run(tmp_path, small_corpus):
-    full = build_trainer(small_corpus, out=tmp_path / "full", **tiny_options(dropout=0.1,
-                                                                             num_layers=2))
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_resume_equals_uninterrupted_run(tmp_path, small_corpus, precision):
+    options = tiny_options(dropout=0.1, num_layers=2, precision=precision)
+    full = build_trainer(small_corpus, out=tmp_path / "full", **options)
     full.run()
-    first = build_trainer(small_corpus, out=tmp_path / "split",
-                          **tiny_options(dropout=0.1, num_layers=2))
+    first = build_trainer(small_corpus, out=tmp_path / "split", **options)
     def stop_at_7(event, data):
         if event == "step" and data["step"] == 7:
             first.stop_requested = True
@@ -94,6 +94,8 @@ def test_resume_equals_uninterrupted_run(tmp_path, small_corpus):
     assert all(torch.equal(a[k], b[k]) for k in a)
     losses = lambda d: [m["loss"] for m in read_metrics(d) if "loss" in m]
     assert losses(tmp_path / "full") == losses(tmp_path / "split")
+    assert losses(tmp_path / "full")[-1] < losses(tmp_path / "full")[0]  # it learns
+    assert resumed.config.precision == precision
 
 
 def test_resume_refuses_changed_model_options(tmp_path, small_corpus):
