@@ -237,8 +237,8 @@ def train(
              "Default: the bundled Tiny Shakespeare.")] = None,
     preset: Annotated[Optional[str], typer.Option(
         help=f"Model size and training budget: {PRESET_HELP}. tiny: seconds, for trying "
-             f"things; fast: 1x512 LSTM, ~2 min on 2 cores; default: 2x256 LSTM, ~7 min; "
-             f"large: 2x384 LSTM, ~10 min. Options given below override the preset's values. "
+             f"things; fast: 1x512 LSTM, ~1-2 min on 2 cores; default: 2x256 LSTM, ~3-7 min; "
+             f"large: 2x512 LSTM, ~10 min with bf16. Options given below override the preset's values. "
              f"Default: default, or with --max-time and no model option the preset made for "
              f"that budget (fast up to 240 s, default up to 480 s, large beyond).")] = None,
     out: Annotated[Optional[Path], typer.Option(
@@ -301,9 +301,10 @@ def train(
     device: Annotated[Optional[str], typer.Option(
         help="auto (cuda, then mps, then cpu), cpu, cuda or mps. Default: auto.")] = None,
     precision: Annotated[Optional[str], typer.Option(
-        help=f"fp32, or bf16: the training forward and backward compute in bfloat16 on casts "
-             f"of float32 weights (faster on CPUs with bf16 instructions and on GPUs; "
-             f"evaluation and sampling stay float32). Presets: {_per_preset('precision')}.")]
+        help=f"fp32; bf16: the training forward and backward compute in bfloat16 on casts "
+             f"of float32 weights, which the optimizer updates (faster on CPUs with bf16 "
+             f"instructions; evaluation and sampling stay float32); auto: bf16 on such CPUs, "
+             f"else fp32. Presets: {_per_preset('precision')}.")]
     = None,
     vocab: VocabOpt = None,
     vocab_size: VocabSizeOpt = None,

@@ -55,6 +55,20 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 products in hardware (on CPU: AVX512-BF16 or AMX);
+    elsewhere bf16 is emulated and slower than float32."""
+    if device.type != "cpu":
+        return False  # GPUs: not measured yet, so float32
+    cpu = torch.cpu
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
+
+
+def auto_precision(device: torch.device) -> str:
+    return "bf16" if native_bf16(device) else "fp32"
+
+
 def make_optimizer(model: CharRNN, cfg: TrainConfig) -> torch.optim.Optimizer:
     # Weight decay applies to matrices only; biases, embeddings' PAD row etc. are left alone.
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
@@ -127,6 +141,8 @@ class Trainer:
         lanes = min(config.batch_size, max(1, self.train_split.symbols // config.bptt_len))
         self.layout = LaneLayout(self.train_split.tokens, self.train_split.doc_starts, lanes,
                                  config.bptt_len, self.vocab.eod_id)
+        if config.precision == "auto":  # the run records what "auto" chose, for resuming
+            config = self.config = replace(config, precision=auto_precision(self.device))
         if config.precision == "bf16" and self.device.type not in ("cpu", "cuda"):
             raise CharLMError(f"--precision bf16 is not supported on {self.device.type}")
         self.compute_dtype = torch.bfloat16 if config.precision == "bf16" else None

@@ -235,3 +235,20 @@ def test_max_time_alone_picks_the_preset_made_for_that_budget(tmp_path, small_co
     t = build_trainer(small_corpus, out=tmp_path / "c", max_time=100, preset="tiny",
                       device="cpu")
     assert t.preset == "tiny"
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_records_its_choice(tmp_path, small_corpus, monkeypatch, native):
+    import charlm.train as training
+
+    monkeypatch.setattr(training, "native_bf16", lambda device: native)
+    trainer = build_trainer(small_corpus, out=tmp_path / "run",
+                            **tiny_options(precision="auto", max_steps=4))
+    chosen = "bf16" if native else "fp32"
+    assert trainer.config.precision == chosen
+    assert (trainer.compute_dtype is torch.bfloat16) == native
+    trainer.run()
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())["train"]["precision"]
+    assert saved == chosen
+    monkeypatch.setattr(training, "native_bf16", lambda device: not native)  # another machine
+    assert build_trainer(resume=tmp_path / "run", max_steps=6).config.precision == chosen
