@@ -115,7 +115,7 @@ class LanguageModel:
         sep = self.checkpoint.run_config.get("corpus", {}).get("doc_separator")
         return encode_texts(self.vocab, [d for t in texts for d in split_documents(t, sep)])
 
-    def evaluate(self, text: str | Iterable[str] | Split | None = None, lanes: int = 32,
+    def evaluate(self, text: str | Iterable[str] | Split | None = None, lanes: int | None = None,
                  bptt_len: int = 256, burn_in: int = 256) -> dict:
         """Loss figures on held-out text (a string, several strings, or a Split).
 

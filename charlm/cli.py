@@ -370,9 +370,10 @@ def eval_command(
              "recently trained run under ./checkpoints/.")] = None,
     as_json: Annotated[bool, typer.Option(
         "--json", help="Print one JSON object instead of a table.")] = False,
-    lanes: Annotated[int, typer.Option(
+    lanes: Annotated[Optional[int], typer.Option(
         help="Parallel lanes the text is cut into (each warms up on the 256 symbols before "
-             "its start).")] = 32,
+             "its start). Default: 32, or for long texts one per 16k symbols, at most "
+             "512.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "cpu",
 ):
     """Report loss (nats per symbol), perplexity and bits per character on held-out text."""
@@ -380,7 +381,7 @@ def eval_command(
     from .corpus import read_text
 
     with _Guard():
-        if lanes < 1:
+        if lanes is not None and lanes < 1:
             raise CharLMError(f"--lanes must be >= 1, got {lanes}")
         lm = load(checkpoint, device=device)
         if text:

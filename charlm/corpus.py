@@ -175,8 +175,17 @@ def _char_boundary(data, pos: int, end: int) -> int:
     return pos
 
 
+def _release(data, start: int, end: int) -> None:
+    """Drop a read range of a mapped file from this process's resident memory (the pages stay
+    in the OS cache), so passes over a large file keep RSS at about one chunk."""
+    if isinstance(data, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED") and end > start:
+        first = start - start % mmap.PAGESIZE
+        data.madvise(mmap.MADV_DONTNEED, first, end - first)
+
+
 def _chunks(data, start: int, end: int, prefer_newline: bool = False) -> Iterator[tuple[int, int]]:
-    """Byte ranges of about CHUNK_BYTES covering [start, end), cut at character boundaries."""
+    """Byte ranges of about CHUNK_BYTES covering [start, end), cut at character boundaries.
+    Each range's pages are released from memory once the caller moves on."""
     pos = start
     while pos < end:
         cut = min(pos + CHUNK_BYTES, end)
@@ -187,7 +196,14 @@ def _chunks(data, start: int, end: int, prefer_newline: bool = False) -> Iterato
                     cut = nl + 1
             cut = _char_boundary(data, cut, end)
         yield pos, cut
+        _release(data, pos, cut)
         pos = cut
+
+
+def _bytes(src: _Source, start: int, end: int) -> Iterator[np.ndarray]:
+    """The bytes of [start, end) as uint8 arrays of about CHUNK_BYTES (views, no copies)."""
+    for a, b in _chunks(src.data, start, end):
+        yield np.frombuffer(src.data, dtype=np.uint8, count=b - a, offset=a)
 
 
 def _decode(src: _Source, start: int, end: int) -> str:
@@ -219,9 +235,12 @@ def _split_documents(src: _Source, sep: str | None) -> list[DocRange]:
         sep_b = sep.encode("utf-8")
         starts = []
         if len(sep_b) == 1:
-            arr = np.frombuffer(src.data, dtype=np.uint8) if n else np.zeros(0, np.uint8)
-            hits = np.flatnonzero(arr == sep_b[0]).tolist()
-            del arr
+            hits = []
+            offset = 0
+            for arr in _bytes(src, 0, n):
+                hits.extend((np.flatnonzero(arr == sep_b[0]) + offset).tolist())
+                offset += len(arr)
+                del arr
         else:
             hits, pos = [], src.data.find(sep_b, 0)
             while pos != -1:
@@ -246,9 +265,12 @@ def _split_documents(src: _Source, sep: str | None) -> list[DocRange]:
         if b - a < 4096:
             blank = not bytes(src.data[a:b]).strip()
         else:
-            arr = np.frombuffer(src.data, dtype=np.uint8, count=b - a, offset=a)
-            blank = bool(_WHITESPACE[arr].all())
-            del arr
+            blank = True
+            for arr in _bytes(src, a, b):
+                blank = bool(_WHITESPACE[arr].all())
+                del arr
+                if not blank:
+                    break
         if not blank:
             docs.append(DocRange(src.path, a, b))
     return docs
@@ -256,11 +278,10 @@ def _split_documents(src: _Source, sep: str | None) -> list[DocRange]:
 
 def _count_chars(src: _Source, doc: DocRange) -> int:
     """Characters in a validated UTF-8 range: the bytes that are not continuation bytes."""
-    if doc.nbytes == 0:
-        return 0
-    arr = np.frombuffer(src.data, dtype=np.uint8, count=doc.nbytes, offset=doc.start)
-    n = int(np.count_nonzero((arr & 0xC0) != 0x80))
-    del arr
+    n = 0
+    for arr in _bytes(src, doc.start, doc.end):
+        n += int(np.count_nonzero((arr & 0xC0) != 0x80))
+        del arr
     return n
 
 

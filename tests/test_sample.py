@@ -123,3 +123,16 @@ def test_top_k_one_is_greedy_and_draws_follow_the_distribution(lm):
     top = pick(torch.tensor([[0.0, 3.0, 1.0, 2.0]]), 1.0, 2, torch.tensor([0.999999999]))
     assert int(top) in (1, 3)
     assert int(pick(logits, 1.0, None, torch.tensor([1 - 2**-53]))) == 4  # the very top
+
+
+def test_eval_lanes_do_not_change_the_figure(lm, small_text):
+    from charlm.evaluate import MAX_LANES, MIN_LANES, auto_lanes
+
+    assert auto_lanes(1_000) == MIN_LANES and auto_lanes(10**9) == MAX_LANES
+    assert MIN_LANES < auto_lanes(3_000_000) < MAX_LANES
+    text = small_text * 3  # ~60k characters
+    one = lm.evaluate(text, lanes=1, burn_in=256)  # a single sequential pass
+    for lanes in (None, 7, 64):
+        many = lm.evaluate(text, lanes=lanes, burn_in=256)
+        assert many["symbols"] == one["symbols"]  # every symbol scored exactly once
+        assert abs(many["loss_nats"] - one["loss_nats"]) < 2e-3, lanes

@@ -239,7 +239,9 @@ def test_max_time_alone_picks_the_preset_made_for_that_budget(tmp_path, small_co
 
 @pytest.mark.parametrize("native", [True, False])
 def test_auto_precision_records_its_choice(tmp_path, small_corpus, monkeypatch, native):
-    import charlm.train as training
+    import importlib
+
+    training = importlib.import_module("charlm.train")  # the module, not charlm.train()
 
     monkeypatch.setattr(training, "native_bf16", lambda device: native)
     trainer = build_trainer(small_corpus, out=tmp_path / "run",
