@@ -3,13 +3,15 @@ model, both measured in this run.
 
 The text is Tiny Shakespeare's lines shuffled (seeded) and repeated until it holds ``--mb``
 megabytes. The model is a freshly initialised charlm model (speed does not depend on the
-weights), saved as a run directory so the CLI can load it. Three figures:
+weights), saved as a run directory so the CLI can load it. The figures:
 
   * train:    chars/s of ``Trainer.train_step`` (forward, loss, backward, clip, AdamW) with the
-              preset's batch and BPTT length;
+              preset's batch and BPTT length, in float32 and in bf16 (the preset's ``auto``
+              on a CPU with bf16 instructions);
   * eval API: chars/s of ``LanguageModel.evaluate(text)`` (encoding and the forward over lanes);
   * eval CLI: chars/s of ``charlm eval FILE --checkpoint RUN --json`` as a subprocess, start-up,
-              loading, reading and encoding the file included.
+              loading, reading and encoding the file included;
+  * eval bf16: the API figure with ``precision="bf16"`` (approximate figures, faster).
 
     python bench/eval_speed.py                    # the default preset's model (2x256)
     python bench/eval_speed.py --hidden 512
@@ -54,31 +56,38 @@ def main():
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
     with tempfile.TemporaryDirectory(prefix="charlm-evalspeed-") as tmp:
         tmp = Path(tmp)
-        trainer = build_trainer(bundled_corpus(), out=tmp / "run", hidden_dim=args.hidden,
-                                num_layers=args.layers, max_steps=10**9, device="cpu")
-        trainer.write_run_files()
-        for _ in range(3):
-            trainer.train_step()  # warm up
-        times = []
-        for _ in range(args.train_steps):
-            t = time.perf_counter()
-            out = trainer.train_step()
-            times.append((time.perf_counter() - t) / out["symbols"])
-        train_cps = 1 / statistics.median(times)
+        rates = {}
+        for precision in ("fp32", "bf16"):  # the training step in each precision
+            trainer = build_trainer(bundled_corpus(), out=tmp / f"run-{precision}",
+                                    hidden_dim=args.hidden, num_layers=args.layers,
+                                    max_steps=10**9, device="cpu", precision=precision)
+            trainer.write_run_files()
+            for _ in range(3):
+                trainer.train_step()  # warm up
+            times = []
+            for _ in range(args.train_steps):
+                t = time.perf_counter()
+                out = trainer.train_step()
+                times.append((time.perf_counter() - t) / out["symbols"])
+            rates[precision] = 1 / statistics.median(times)
+        train_cps = rates["bf16"]
         trainer.save("best.safetensors")
 
         text = make_text(args.mb)
         path = tmp / "held.txt"
         path.write_text(text, encoding="utf-8")
-        lm = charlm.load(tmp / "run")
+        lm = charlm.load(tmp / "run-bf16")
         lm.evaluate(text[:100_000])  # warm up
         t = time.perf_counter()
         api = lm.evaluate(text)
         api_s = time.perf_counter() - t
+        t = time.perf_counter()
+        api16 = lm.evaluate(text, precision="bf16")
+        api16_s = time.perf_counter() - t
 
         t = time.perf_counter()
         proc = subprocess.run([sys.executable, "-m", "charlm", "eval", str(path), "--checkpoint",
-                               str(tmp / "run"), "--json"], capture_output=True, text=True,
+                               str(tmp / "run-bf16"), "--json"], capture_output=True, text=True,
                               check=True)
         cli_s = time.perf_counter() - t
         cli = json.loads(proc.stdout)
@@ -87,12 +96,18 @@ def main():
     c = trainer.config
     print(f"\nmodel: {m.cell} {m.num_layers}x{m.hidden_dim}, embed {m.embed_dim}; training with "
           f"B {c.batch_size} T {c.bptt_len}; eval text {len(text) / 1e6:.1f} M chars")
-    print("| what | chars/s | vs training |")
+    print("| what | chars/s | vs bf16 training |")
     print("| --- | --- | --- |")
-    print(f"| training step | {train_cps:,.0f} | 1.00 |")
+    print(f"| training step, bf16 | {train_cps:,.0f} | 1.00 |")
+    print(f"| training step, fp32 | {rates['fp32']:,.0f} | {rates['fp32'] / train_cps:.2f} |")
     print(f"| eval, Python API | {api['chars'] / api_s:,.0f} | {api['chars'] / api_s / train_cps:.2f} |")
     print(f"| eval, CLI end to end | {cli['chars'] / cli_s:,.0f} | "
           f"{cli['chars'] / cli_s / train_cps:.2f} |")
+    print(f"| eval, Python API, --precision bf16 | {api16['chars'] / api16_s:,.0f} | "
+          f"{api16['chars'] / api16_s / train_cps:.2f} |")
+    print(f"\neval / fp32 training: {api['chars'] / api_s / rates['fp32']:.2f} (fp32 eval); "
+          f"loss fp32 {api['loss_nats']:.6f}, "
+          f"bf16 {api16['loss_nats']:.6f}")
 
 
 if __name__ == "__main__":

@@ -116,10 +116,11 @@ class LanguageModel:
         return encode_texts(self.vocab, [d for t in texts for d in split_documents(t, sep)])
 
     def evaluate(self, text: str | Iterable[str] | Split | None = None, lanes: int | None = None,
-                 bptt_len: int = 256, burn_in: int = 256) -> dict:
+                 bptt_len: int = 256, burn_in: int = 256, precision: str = "fp32") -> dict:
         """Loss figures on held-out text (a string, several strings, or a Split).
 
-        With no text, the run's own validation split.
+        With no text, the run's own validation split. ``precision="bf16"``: faster, figures
+        approximate (see ``charlm.evaluate.evaluate``).
         """
         if text is None:
             split = self.validation_split()
@@ -127,7 +128,8 @@ class LanguageModel:
             split = text
         else:
             split = self.encode(text)
-        return evaluate(self.model, self.vocab, split, lanes, bptt_len, burn_in)
+        return evaluate(self.model, self.vocab, split, lanes, bptt_len, burn_in,
+                        precision=precision)
 
     def validation_split(self) -> Split:
         corpus_path = self.checkpoint.run_config.get("corpus", {}).get("path")

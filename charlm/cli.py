@@ -375,6 +375,10 @@ def eval_command(
              "its start). Default: 32, or for long texts one per 16k symbols, at most "
              "512.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "cpu",
+    precision: Annotated[str, typer.Option(
+        help="fp32 (exact) or bf16: the forward computes on bfloat16 casts of the weights, "
+             "faster on CPUs with bf16 instructions; figures then move in the third or fourth "
+             "decimal.")] = "fp32",
 ):
     """Report loss (nats per symbol), perplexity and bits per character on held-out text."""
     from .api import load
@@ -383,6 +387,8 @@ def eval_command(
     with _Guard():
         if lanes is not None and lanes < 1:
             raise CharLMError(f"--lanes must be >= 1, got {lanes}")
+        if precision not in ("fp32", "bf16"):
+            raise CharLMError(f"--precision must be fp32 or bf16, not {precision!r}")
         lm = load(checkpoint, device=device)
         if text:
             split = lm.encode([read_text(p) for p in text])
@@ -390,7 +396,7 @@ def eval_command(
         else:
             split = lm.validation_split()
             source = "validation split"
-        result = lm.evaluate(split, lanes=lanes)
+        result = lm.evaluate(split, lanes=lanes, precision=precision)
         result.pop("total_nats", None)
         if split.unknown:
             err.print(f"warning: {split.unknown:,} character(s) the model never saw were not "

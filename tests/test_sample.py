@@ -136,3 +136,13 @@ def test_eval_lanes_do_not_change_the_figure(lm, small_text):
         many = lm.evaluate(text, lanes=lanes, burn_in=256)
         assert many["symbols"] == one["symbols"]  # every symbol scored exactly once
         assert abs(many["loss_nats"] - one["loss_nats"]) < 2e-3, lanes
+
+
+def test_bf16_evaluation_is_close_to_the_exact_figure(lm, small_text):
+    exact = lm.evaluate(small_text)
+    fast = lm.evaluate(small_text, precision="bf16")
+    assert fast["symbols"] == exact["symbols"]
+    assert fast["loss_nats"] != exact["loss_nats"]  # it really ran in another precision
+    assert abs(fast["loss_nats"] - exact["loss_nats"]) < 0.01
+    with pytest.raises(CharLMError, match="precision"):
+        lm.evaluate(small_text, precision="fp16")
