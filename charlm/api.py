@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import Checkpoint, load_checkpoint
-from .config import TrainConfig, flag, preset as get_preset, preset_for_budget
+from .config import PRECISIONS, TrainConfig, flag, preset as get_preset, preset_for_budget
 from .corpus import (PreparedCorpus, Split, collect_files, encode_texts, is_prepared_dir,
                      prepare_cached, split_documents)
 from .errors import CharLMError
@@ -29,7 +29,8 @@ from .train import BEST, LAST, Report, Trainer, resolve_device
 DEFAULT_RUNS = Path("checkpoints")
 MODEL_OPTIONS = ("cell", "num_layers", "hidden_dim", "embed_dim", "dropout", "tie_weights")
 # Options that may change when a run is resumed; everything else must match the checkpoint.
-RESUMABLE_OPTIONS = ("max_steps", "epochs", "max_time", "eval_every", "save_every", "device")
+RESUMABLE_OPTIONS = ("max_steps", "epochs", "max_time", "eval_every", "save_every", "device",
+                     "precision")
 STOP_OPTIONS = ("max_steps", "epochs", "max_time")
 
 
@@ -205,6 +206,9 @@ def build_trainer(corpus: list[Path] | Path | str | None = None, out: Path | str
     uses the ``default`` preset unless ``preset`` names another.
     """
     options = {k: v for k, v in options.items() if v is not None}
+    if options.get("precision") not in (None, *PRECISIONS):  # before any corpus is prepared
+        raise CharLMError(f"--precision must be one of {', '.join(PRECISIONS)}, "
+                          f"not {options['precision']!r}")
     unknown = set(options) - set(MODEL_OPTIONS) - set(TrainConfig.__dataclass_fields__)
     if unknown:
         raise CharLMError(f"unknown training options: {', '.join(sorted(unknown))}")

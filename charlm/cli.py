@@ -237,7 +237,7 @@ def train(
              "Default: the bundled Tiny Shakespeare.")] = None,
     preset: Annotated[Optional[str], typer.Option(
         help=f"Model size and training budget: {PRESET_HELP}. tiny: seconds, for trying "
-             f"things; fast: 1x512 LSTM, ~1-2 min on 2 cores; default: 2x256 LSTM, ~3-7 min; "
+             f"things; fast: 1x640 LSTM, ~1-3 min on 2 cores; default: 2x256 LSTM, ~3-7 min; "
              f"large: 2x512 LSTM, ~10 min with bf16. Options given below override the preset's values. "
              f"Default: default, or with --max-time and no model option the preset made for "
              f"that budget (fast up to 240 s, default up to 480 s, large beyond).")] = None,
@@ -246,7 +246,8 @@ def train(
     = None,
     resume: Annotated[Optional[Path], typer.Option(
         help="Continue the run in this directory from its last checkpoint. Only --max-steps, "
-             "--epochs, --max-time, --eval-every, --save-every and --device may change.")] = None,
+             "--epochs, --max-time, --eval-every, --save-every, --device and --precision may "
+             "change.")] = None,
     cell: Annotated[Optional[str], typer.Option(
         help="Recurrent cell: lstm, gru or rnn (Elman, tanh). Presets: lstm.")] = None,
     layers: Annotated[Optional[int], typer.Option(

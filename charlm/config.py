@@ -107,10 +107,10 @@ PRESETS: dict[str, dict] = {
     # The presets below come from the sweeps in bench/RESULTS.md. "auto" precision trains in
     # bf16 where the CPU has bf16 instructions: ~1.45x the steps per second there, the same
     # loss per step (measured), and float32 elsewhere.
-    "fast": {  # about 1-2 minutes on a 2-core CPU; the winner at a 108 s budget
-        "model": {"cell": "lstm", "num_layers": 1, "hidden_dim": 512, "embed_dim": 64,
+    "fast": {  # about 1-3 minutes on a 2-core CPU; the winner at a 108 s budget
+        "model": {"cell": "lstm", "num_layers": 1, "hidden_dim": 640, "embed_dim": 64,
                   "dropout": 0.0},
-        "train": {"batch_size": 16, "bptt_len": 64, "lr": 6e-3, "max_steps": 1600,
+        "train": {"batch_size": 16, "bptt_len": 64, "lr": 5e-3, "max_steps": 3000,
                   "precision": "auto"},
     },
     "default": {  # about 3-7 minutes on a 2-core CPU; ~1.46 nats/char on Tiny Shakespeare

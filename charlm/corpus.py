@@ -164,7 +164,10 @@ class _Source:
 
     def close(self) -> None:
         if isinstance(self.data, mmap.mmap):
-            self.data.close()
+            try:
+                self.data.close()
+            except BufferError:  # a view is still alive (an error mid-pass): left to the GC
+                pass
         self._file.close()
 
 

@@ -25,13 +25,16 @@ from .vocab import PAD_ID, Vocab
 
 
 MIN_LANES, MAX_LANES, SYMBOLS_PER_LANE = 32, 512, 16384
+MAX_LOGITS = 1 << 26  # logits held at once (lanes x chunk x vocab): 256 MB in float32
 
 
-def auto_lanes(symbols: int) -> int:
+def auto_lanes(symbols: int, bptt_len: int = 256, vocab_size: int = 0) -> int:
     """Lanes for a text of ``symbols``: 32 for short texts (a validation split), more for long
-    ones, one per 16k symbols up to 512, so the forward runs on larger matrices. The warm-up
-    before each lane keeps the figure within ~1e-7 of one sequential pass whatever the count."""
-    return max(MIN_LANES, min(MAX_LANES, symbols // SYMBOLS_PER_LANE))
+    ones, one per 16k symbols up to 512 while a chunk's logits stay within MAX_LOGITS, so the
+    forward runs on larger matrices. The warm-up before each lane keeps the figure close to one
+    sequential pass whatever the count."""
+    by_memory = MAX_LOGITS // max(1, bptt_len * vocab_size)
+    return max(MIN_LANES, min(MAX_LANES, by_memory, symbols // SYMBOLS_PER_LANE))
 
 
 @torch.no_grad()
@@ -50,7 +53,7 @@ def evaluate(model: CharRNN, vocab: Vocab, split: Split, lanes: int | None = Non
         raise CharLMError("no text to evaluate" + (": every character is unknown to the model"
                                                    if split.unknown else ""))
     device = device or next(model.parameters()).device
-    lanes = auto_lanes(split.symbols) if lanes is None else lanes
+    lanes = auto_lanes(split.symbols, bptt_len, vocab.size) if lanes is None else lanes
     was_training = model.training
     model.eval()
     layout = LaneLayout(split.tokens, split.doc_starts, lanes, bptt_len, vocab.eod_id,

@@ -144,7 +144,8 @@ class Trainer:
         if config.precision == "auto":  # the run records what "auto" chose, for resuming
             config = self.config = replace(config, precision=auto_precision(self.device))
         if config.precision == "bf16" and self.device.type not in ("cpu", "cuda"):
-            raise CharLMError(f"--precision bf16 is not supported on {self.device.type}")
+            raise CharLMError(f"--precision bf16 is not supported on {self.device.type}; "
+                              f"use --precision fp32 (or auto)")
         self.compute_dtype = torch.bfloat16 if config.precision == "bf16" else None
         torch.manual_seed(config.seed)
         self.model = CharRNN(model_config).to(self.device)
@@ -257,7 +258,9 @@ class Trainer:
     def resume(cls, run_dir: Path, corpus: PreparedCorpus, overrides: dict,
                report: Report | None = None) -> Trainer:
         """Rebuild a trainer from ``run_dir/last.safetensors``; ``overrides`` may change only
-        the stopping, evaluation and saving options and the device."""
+        the stopping, evaluation and saving options, the device and the precision (weights,
+        optimizer and carried state are float32 whatever the precision; a resume is bitwise
+        equal to an uninterrupted run only with the same precision)."""
         ckpt = load_checkpoint(Path(run_dir) / LAST, with_trainer=True)
         if ckpt.trainer_state is None:
             raise CharLMError(f"{run_dir}: checkpoint has no trainer state to resume from")

@@ -125,12 +125,18 @@ def test_top_k_one_is_greedy_and_draws_follow_the_distribution(lm):
     assert int(pick(logits, 1.0, None, torch.tensor([1 - 2**-53]))) == 4  # the very top
 
 
-def test_eval_lanes_do_not_change_the_figure(lm, small_text):
+def test_eval_lanes_do_not_change_the_figure(lm, small_text, monkeypatch):
+    import charlm.evaluate as evaluation
     from charlm.evaluate import MAX_LANES, MIN_LANES, auto_lanes
 
     assert auto_lanes(1_000) == MIN_LANES and auto_lanes(10**9) == MAX_LANES
     assert MIN_LANES < auto_lanes(3_000_000) < MAX_LANES
+    # A large vocab keeps the logits of a chunk bounded: fewer lanes.
+    assert auto_lanes(10**9, 256, 8192) == MIN_LANES
+    assert auto_lanes(10**9, 256, 8192) * 256 * 8192 <= evaluation.MAX_LOGITS
+    monkeypatch.setattr(evaluation, "SYMBOLS_PER_LANE", 1000)  # so this text gets ~60 lanes
     text = small_text * 3  # ~60k characters
+    assert auto_lanes(len(text)) > MIN_LANES
     one = lm.evaluate(text, lanes=1, burn_in=256)  # a single sequential pass
     for lanes in (None, 7, 64):
         many = lm.evaluate(text, lanes=lanes, burn_in=256)

@@ -254,3 +254,9 @@ def test_auto_precision_records_its_choice(tmp_path, small_corpus, monkeypatch, 
     assert saved == chosen
     monkeypatch.setattr(training, "native_bf16", lambda device: not native)  # another machine
     assert build_trainer(resume=tmp_path / "run", max_steps=6).config.precision == chosen
+    # The precision may change on resume; "auto" is resolved again on the new machine.
+    other = "fp32" if native else "bf16"
+    assert build_trainer(resume=tmp_path / "run", max_steps=6,
+                         precision="auto").config.precision == other
+    resumed = build_trainer(resume=tmp_path / "run", max_steps=6, precision="fp32")
+    assert resumed.config.precision == "fp32" and resumed.run()["step"] == 6
