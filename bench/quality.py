@@ -123,7 +123,8 @@ def main():
         if r["system"] == "charlm":
             m, t = r["model"], r["train"]
             settings = (f"{m['cell']} {m['num_layers']}x{m['hidden_dim']} emb {m['embed_dim']} "
-                        f"drop {m['dropout']} B {t['batch_size']} T {t['bptt_len']} "
+                        f"drop {m['dropout']} wdrop {m.get('weight_drop', 0)} B {t['batch_size']} "
+                        f"T {t['bptt_len']} "
                         f"lr {t['lr']} {t['schedule']} {t.get('precision', 'fp32')}")
         else:
             settings = "2x256, B 32, T 64, Adam 3e-3 linear"

@@ -259,6 +259,10 @@ def train(
     dropout: Annotated[Optional[float], typer.Option(
         help=f"Dropout between layers and before the output layer. Presets: "
              f"{_per_preset('dropout')}.")] = None,
+    weight_drop: Annotated[Optional[float], typer.Option(
+        help=f"Weight drop (DropConnect, as in AWD-LSTM): while training, drop this share of "
+             f"the hidden-to-hidden weights, one mask per chunk for every time step. "
+             f"Presets: {_per_preset('weight_drop')}.")] = None,
     tie_weights: Annotated[Optional[bool], typer.Option(
         "--tie-weights/--no-tie-weights",
         help="Share the embedding and output weights (needs --embed = --hidden). "
@@ -325,7 +329,7 @@ def train(
                 val_fraction=val_fraction, doc_separator=parse_separator(doc_separator),
                 report=view, prepare_progress=update, warn=_warn,
                 cell=cell, num_layers=layers, hidden_dim=hidden, embed_dim=embed,
-                dropout=dropout, tie_weights=tie_weights, batch_size=batch_size,
+                dropout=dropout, weight_drop=weight_drop, tie_weights=tie_weights, batch_size=batch_size,
                 bptt_len=bptt, lr=lr, optimizer=optimizer, weight_decay=weight_decay,
                 warmup_steps=warmup, schedule=schedule, clip_norm=clip_norm,
                 clip_value=clip_value, max_steps=max_steps, epochs=epochs, max_time=max_time,

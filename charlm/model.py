@@ -31,6 +31,7 @@ class ModelConfig:
     hidden_dim: int = 256
     embed_dim: int = 64
     dropout: float = 0.0
+    weight_drop: float = 0.0  # DropConnect on the hidden-to-hidden matrices while training
     tie_weights: bool = False
     never_predict: tuple[int, ...] = (PAD_ID,)  # ids whose logits are -inf (PAD, UNK)
 
@@ -43,6 +44,8 @@ class ModelConfig:
                 raise CharLMError(f"{flag(name)} must be a positive integer, got {value!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise CharLMError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if not 0.0 <= self.weight_drop < 1.0:
+            raise CharLMError(f"--weight-drop must be in [0, 1), got {self.weight_drop}")
         if self.tie_weights and self.embed_dim != self.hidden_dim:
             raise CharLMError(f"--tie-weights needs --embed equal to --hidden "
                               f"(got {self.embed_dim} and {self.hidden_dim})")
@@ -149,6 +152,15 @@ class CharRNN(nn.Module):
         if dtype is not None:
             x = x.to(dtype)
             weights = {name: w.to(dtype) for name, w in self.rnn.named_parameters()}
+        p = self.config.weight_drop
+        if p > 0 and self.training:
+            # Weight drop (DropConnect): one mask on each recurrent matrix for the whole chunk,
+            # so the same connections are dropped at every time step; the input-to-hidden
+            # matrices and the state itself are left alone.
+            weights = weights or dict(self.rnn.named_parameters())
+            for name in weights:
+                if name.startswith("weight_hh"):
+                    weights[name] = nn.functional.dropout(weights[name], p, training=True)
         if reset is None:
             out, state = self._run(x, state, weights)
         else:

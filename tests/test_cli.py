@@ -97,6 +97,7 @@ BAD_INPUTS = {
     "negative lr": (["train", "{small}", "--lr", "-1"], "--lr"),
     "bad cell": (["train", "{small}", "--cell", "tcn"], "--cell"),
     "bad precision": (["train", "{small}", "--precision", "fp16"], "--precision must be one of"),
+    "weight drop of one": (["train", "{small}", "--weight-drop", "1"], "--weight-drop must be in [0, 1)"),
     "tie without equal sizes": (["train", "{small}", "--tie-weights"], "--tie-weights"),
     "bpe vocab too small": (["prepare", "{small}", "--out", "p", "--vocab", "bpe",
                              "--vocab-size", "100"], "too small"),

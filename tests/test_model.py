@@ -133,3 +133,24 @@ def test_bf16_chunked_forward_with_carried_state_equals_full_forward():
             pieces.append(logits)
     # The state crosses chunks as fp32, which holds a bf16 value exactly.
     assert torch.allclose(torch.cat(pieces, 1).float(), full.float(), atol=2e-2)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_weight_drop_drops_recurrent_weights_only_while_training(cell):
+    torch.manual_seed(0)
+    plain = make(cell)
+    dropped = make(cell, weight_drop=0.5)
+    dropped.load_state_dict(plain.state_dict())
+    x = torch.randint(2, V, (3, 20))
+    assert torch.equal(dropped(x)[0], plain(x)[0])  # evaluation: no drop, same model
+    dropped.train(), plain.train()
+    torch.manual_seed(1)
+    a = dropped(x)[0]
+    assert not torch.allclose(a, plain(x)[0])
+    # Gradients reach every recurrent matrix through the mask, zero where it dropped weights.
+    loss_sum(a, x)[0].backward()
+    g = dropped.rnn.weight_hh_l0.grad
+    assert g is not None and bool((g == 0).any()) and bool((g != 0).any())
+    # The mask also applies with bf16 compute.
+    with dropped.compute_in(torch.bfloat16):
+        assert dropped(x)[0].dtype == torch.bfloat16
