@@ -26,32 +26,28 @@ from torch import nn
 from charlm.api import build_trainer, bundled_corpus
 
 
-def mm_peak(n: int = 2048, reps: int = 10) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def _product_peak(product, a, b, reps: int) -> float:
+    """FLOP/s of the fastest of ``reps`` runs of an n x n by n x n product."""
     for _ in range(2):
-        torch.mm(a, b)
+        product(a, b)
     best = float("inf")
     for _ in range(reps):
         t = time.perf_counter()
-        torch.mm(a, b)
+        product(a, b)
         best = min(best, time.perf_counter() - t)
-    return 2 * n ** 3 / best
+    return 2 * a.shape[0] ** 3 / best
+
+
+def mm_peak(n: int = 2048, reps: int = 10) -> float:
+    return _product_peak(torch.mm, torch.randn(n, n), torch.randn(n, n), reps)
 
 
 def onednn_peak(n: int = 2048, reps: int = 10) -> float | None:
     """The same float32 product through oneDNN (as a linear layer on oneDNN tensors)."""
     if not torch.backends.mkldnn.is_available():
         return None
-    a, b = torch.randn(n, n).to_mkldnn(), torch.randn(n, n).to_mkldnn()
-    linear = torch._C._nn.mkldnn_linear
-    for _ in range(2):
-        linear(a, b, None)
-    best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter()
-        linear(a, b, None)
-        best = min(best, time.perf_counter() - t)
-    return 2 * n ** 3 / best
+    return _product_peak(lambda x, w: torch._C._nn.mkldnn_linear(x, w, None),
+                         torch.randn(n, n).to_mkldnn(), torch.randn(n, n).to_mkldnn(), reps)
 
 
 def forward_flops(vocab: int, embed: int, hidden: int, layers: int, tokens: int) -> float:

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import Checkpoint, load_checkpoint
-from .config import PRECISIONS, TrainConfig, flag, preset as get_preset, preset_for_budget
+from .config import TrainConfig, check_precision, flag, preset as get_preset, preset_for_budget
 from .corpus import (PreparedCorpus, Split, collect_files, encode_texts, is_prepared_dir,
                      prepare_cached, split_documents)
 from .errors import CharLMError
@@ -207,9 +207,8 @@ def build_trainer(corpus: list[Path] | Path | str | None = None, out: Path | str
     uses the ``default`` preset unless ``preset`` names another.
     """
     options = {k: v for k, v in options.items() if v is not None}
-    if options.get("precision") not in (None, *PRECISIONS):  # before any corpus is prepared
-        raise CharLMError(f"--precision must be one of {', '.join(PRECISIONS)}, "
-                          f"not {options['precision']!r}")
+    if options.get("precision") is not None:
+        check_precision(options["precision"])  # before any corpus is prepared
     unknown = set(options) - set(MODEL_OPTIONS) - set(TrainConfig.__dataclass_fields__)
     if unknown:
         raise CharLMError(f"unknown training options: {', '.join(sorted(unknown))}")

@@ -20,7 +20,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Table
 
 from . import __version__
-from .config import PRESET_HELP, PRESETS, TrainConfig
+from .config import EVAL_PRECISIONS, PRESET_HELP, PRESETS, TrainConfig, check_precision
 from .model import ModelConfig
 from .errors import CharLMError
 
@@ -392,8 +392,7 @@ def eval_command(
     with _Guard():
         if lanes is not None and lanes < 1:
             raise CharLMError(f"--lanes must be >= 1, got {lanes}")
-        if precision not in ("fp32", "bf16"):
-            raise CharLMError(f"--precision must be fp32 or bf16, not {precision!r}")
+        check_precision(precision, EVAL_PRECISIONS)
         lm = load(checkpoint, device=device)
         if text:
             split = lm.encode([read_text(p) for p in text])

@@ -14,6 +14,10 @@ from .errors import CharLMError
 MAX_SEED = 2**63 - 1
 
 OPTIMIZERS = ("adamw", "adam", "rmsprop", "sgd")
+SCHEDULES = ("cosine", "linear", "constant")
+PRECISIONS = ("auto", "fp32", "bf16")
+EVAL_PRECISIONS = ("fp32", "bf16")
+DEVICES = ("auto", "cpu", "cuda", "mps")
 # Config field -> the command-line option that sets it, for messages users can act on.
 _FLAGS = {"num_layers": "--layers", "hidden_dim": "--hidden", "embed_dim": "--embed",
           "bptt_len": "--bptt", "warmup_steps": "--warmup", "vocab_size": "--vocab-size"}
@@ -24,11 +28,13 @@ def check_seed(seed: int) -> None:
         raise CharLMError(f"--seed must be between 0 and {MAX_SEED}, got {seed}")
 
 
+def check_precision(value: str, allowed: tuple[str, ...] = PRECISIONS) -> None:
+    if value not in allowed:
+        raise CharLMError(f"--precision must be one of {', '.join(allowed)}, not {value!r}")
+
+
 def flag(field_name: str) -> str:
     return _FLAGS.get(field_name, "--" + field_name.replace("_", "-"))
-SCHEDULES = ("cosine", "linear", "constant")
-PRECISIONS = ("auto", "fp32", "bf16")
-DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
 @dataclass(frozen=True)
@@ -77,9 +83,7 @@ class TrainConfig:
         if self.schedule not in SCHEDULES:
             raise CharLMError(f"--schedule must be one of {', '.join(SCHEDULES)}, "
                               f"not {self.schedule!r}")
-        if self.precision not in PRECISIONS:
-            raise CharLMError(f"--precision must be one of {', '.join(PRECISIONS)}, "
-                              f"not {self.precision!r}")
+        check_precision(self.precision)
         if self.device not in DEVICES:
             raise CharLMError(f"--device must be one of {', '.join(DEVICES)}, not {self.device!r}")
         if self.min_lr_ratio > 1:

@@ -20,7 +20,8 @@ import torch
 from .batching import LaneLayout
 from .corpus import Split
 from .errors import CharLMError
-from .model import CharRNN, loss_sum
+from .config import EVAL_PRECISIONS, check_precision
+from .model import COMPUTE_DTYPES, CharRNN, loss_sum
 from .vocab import PAD_ID, Vocab
 
 
@@ -46,9 +47,8 @@ def evaluate(model: CharRNN, vocab: Vocab, split: Split, lanes: int | None = Non
     with bf16 instructions); the loss is still summed in float32 and in float64 across chunks,
     but each logit carries bf16's ~3 significant digits, so figures move in the third or fourth
     decimal. "fp32" (the default) is exact."""
-    if precision not in ("fp32", "bf16"):
-        raise CharLMError(f"--precision must be fp32 or bf16 for evaluation, not {precision!r}")
-    dtype = torch.bfloat16 if precision == "bf16" else None
+    check_precision(precision, EVAL_PRECISIONS)
+    dtype = COMPUTE_DTYPES[precision]
     if split.chars - split.unknown < 1:
         raise CharLMError("no text to evaluate" + (": every character is unknown to the model"
                                                    if split.unknown else ""))

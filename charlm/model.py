@@ -20,6 +20,8 @@ from .errors import CharLMError
 from .vocab import PAD_ID
 
 CELLS = ("lstm", "gru", "rnn")
+# What each --precision computes in (None: the weights' own float32); see CharRNN.compute_in.
+COMPUTE_DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 State = tuple[torch.Tensor, ...]  # (h,) or (h, c), each (num_layers, B, hidden_dim)
 
 

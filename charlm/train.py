@@ -31,7 +31,7 @@ from .config import DEVICES, TrainConfig
 from .corpus import PreparedCorpus
 from .errors import CharLMError
 from .evaluate import evaluate
-from .model import CharRNN, ModelConfig, loss_sum
+from .model import COMPUTE_DTYPES, CharRNN, ModelConfig, loss_sum
 
 Report = Callable[[str, dict], None]
 LAST, BEST, CONFIG, METRICS = "last.safetensors", "best.safetensors", "config.json", "metrics.jsonl"
@@ -63,10 +63,6 @@ def native_bf16(device: torch.device) -> bool:
     cpu = torch.cpu
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
-
-
-def auto_precision(device: torch.device) -> str:
-    return "bf16" if native_bf16(device) else "fp32"
 
 
 def make_optimizer(model: CharRNN, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -142,11 +138,11 @@ class Trainer:
         self.layout = LaneLayout(self.train_split.tokens, self.train_split.doc_starts, lanes,
                                  config.bptt_len, self.vocab.eod_id)
         if config.precision == "auto":  # the run records what "auto" chose, for resuming
-            config = self.config = replace(config, precision=auto_precision(self.device))
+            chosen = "bf16" if native_bf16(self.device) else "fp32"
+            config = self.config = replace(config, precision=chosen)
         if config.precision == "bf16" and self.device.type not in ("cpu", "cuda"):
             raise CharLMError(f"--precision bf16 is not supported on {self.device.type}; "
                               f"use --precision fp32 (or auto)")
-        self.compute_dtype = torch.bfloat16 if config.precision == "bf16" else None
         torch.manual_seed(config.seed)
         self.model = CharRNN(model_config).to(self.device)
         self.optimizer = make_optimizer(self.model, config)
@@ -154,6 +150,10 @@ class Trainer:
         self.lane_state = self.model.initial_state(self.layout.num_lanes)
 
     # ----- bookkeeping -------------------------------------------------------------------
+    @property
+    def compute_dtype(self) -> torch.dtype | None:
+        return COMPUTE_DTYPES[self.config.precision]
+
     @property
     def total_steps(self) -> int | None:
         c = self.config

@@ -111,7 +111,7 @@ BAD_INPUTS = {
     "missing checkpoint": (["sample", "--checkpoint", "nowhere"], "not found"),
     "corrupt checkpoint": (["eval", "--checkpoint", "{corrupt}"], "not a valid charlm checkpoint"),
     "eval missing text": (["eval", "gone.txt", "--checkpoint", "{run}"], "no such file"),
-    "eval bad precision": (["eval", "--checkpoint", "{run}", "--precision", "fp16"], "--precision must be fp32 or bf16"),
+    "eval bad precision": (["eval", "--checkpoint", "{run}", "--precision", "fp16"], "--precision must be one of fp32, bf16"),
     "eval unseen only": (["eval", "{emoji}", "--checkpoint", "{run}"], "every character"),
     "eval invalid utf-8": (["eval", "{badutf}", "--checkpoint", "{run}"], "invalid UTF-8"),
     "resume with other size": (["train", "--resume", "{run}", "--hidden", "64"],
