@@ -125,7 +125,8 @@ def main():
             settings = (f"{m['cell']} {m['num_layers']}x{m['hidden_dim']} emb {m['embed_dim']} "
                         f"drop {m['dropout']} wdrop {m.get('weight_drop', 0)} B {t['batch_size']} "
                         f"T {t['bptt_len']} "
-                        f"lr {t['lr']} {t['schedule']} {t.get('precision', 'fp32')}")
+                        f"lr {t['lr']} wd {t['weight_decay']} {t['schedule']} "
+                        f"{t.get('precision', 'fp32')}")
         else:
             settings = "2x256, B 32, T 64, Adam 3e-3 linear"
         print(f"| {r['system']} | {settings} | {r['steps']} | {r['chars_per_s']:,.0f} | "

@@ -31,7 +31,7 @@ MODEL_OPTIONS = ("cell", "num_layers", "hidden_dim", "embed_dim", "dropout", "we
                  "tie_weights")
 # Options that may change when a run is resumed; everything else must match the checkpoint.
 RESUMABLE_OPTIONS = ("max_steps", "epochs", "max_time", "eval_every", "save_every", "device",
-                     "precision")
+                     "precision", "max_bad_steps")
 STOP_OPTIONS = ("max_steps", "epochs", "max_time")
 
 

@@ -1,7 +1,9 @@
 """Checkpoints: one self-contained safetensors file each, written atomically, loaded without code.
 
 A checkpoint file holds the model weights and, in its metadata, the model config, the vocab, the
-run's config and a SHA-256 of the tensor data (so truncation or bit flips are caught). ``last``
+run's config and SHA-256 digests of the tensor data and of the metadata (so truncation or bit
+flips are caught). A config is checked against the tensors in the file before any memory is
+given to the model, so absurd sizes are refused, not allocated. ``last``
 checkpoints also carry the trainer state needed to resume exactly (optimizer moments, step, RNG
 states, data position, the lanes' carried hidden states); nested Python structures are stored as
 JSON with tensors referenced by name. Nothing in a checkpoint is ever unpickled or executed.
@@ -96,6 +98,15 @@ def _digest(tensors: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+def _meta_digest(meta: dict[str, str]) -> str:
+    """SHA-256 of the metadata (config, vocab, trainer state...), so a flipped bit there is
+    caught too; files written before it existed have no such entry and are read as before."""
+    h = hashlib.sha256()
+    for key in sorted(k for k in meta if k != "meta_sha256"):
+        h.update(json.dumps([key, meta[key]]).encode())
+    return h.hexdigest()
+
+
 def model_tensors(model: CharRNN) -> dict[str, torch.Tensor]:
     state = model.state_dict()
     if model.config.tie_weights:
@@ -120,7 +131,33 @@ def save_checkpoint(path: Path, model: CharRNN, vocab: Vocab, run_config: dict, 
         "trainer": json.dumps(trainer_skel),
         "sha256": _digest(tensors),
     }
+    metadata["meta_sha256"] = _meta_digest(metadata)
     atomic_write(path, save(tensors, metadata=metadata))
+
+
+def check_shapes(path: Path, config: ModelConfig, weights: dict[str, torch.Tensor]) -> None:
+    """The config's model must have exactly the tensors in the file. Checked on a model built
+    on the "meta" device (shapes only, no memory), so a config claiming absurd sizes is refused
+    before anything is allocated for it."""
+    stored = sum(t.numel() for k, t in weights.items() if not (config.tie_weights
+                                                                and k == "head.weight"))
+    if stored != config.num_parameters():  # arithmetic only, whatever the sizes claimed
+        raise CharLMError(f"{path}: weights do not match the model config (the file holds "
+                          f"{stored:,} parameters, the config describes "
+                          f"{config.num_parameters():,})")
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in CharRNN(config).state_dict().items()}
+    for name, shape in expected.items():
+        got = weights.get(name)
+        if got is None:
+            raise CharLMError(f"{path}: weights do not match the model config (no {name})")
+        if tuple(got.shape) != shape:
+            raise CharLMError(f"{path}: weights do not match the model config ({name} is "
+                              f"{list(got.shape)}, the config needs {list(shape)})")
+    extra = sorted(set(weights) - set(expected))
+    if extra:
+        raise CharLMError(f"{path}: weights do not match the model config (unexpected "
+                          f"{', '.join(extra[:3])})")
 
 
 @dataclass
@@ -156,6 +193,8 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu",
                           f"supported (this charlm reads version {FORMAT_VERSION})")
     if meta.get("sha256") != _digest(tensors):
         raise CharLMError(f"{path}: checkpoint is damaged (tensor checksum mismatch)")
+    if "meta_sha256" in meta and meta["meta_sha256"] != _meta_digest(meta):
+        raise CharLMError(f"{path}: checkpoint is damaged (metadata checksum mismatch)")
     try:
         config = ModelConfig.from_dict(json.loads(meta["model_config"]))
         vocab = Vocab.from_json(meta["vocab_kind"], meta["vocab"])
@@ -167,10 +206,11 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu",
     if vocab.size != config.vocab_size:
         raise CharLMError(f"{path}: vocab has {vocab.size} symbols but the model expects "
                           f"{config.vocab_size}")
-    model = CharRNN(config)
     weights = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
     if config.tie_weights:
         weights["head.weight"] = weights.get("embed.weight")
+    check_shapes(path, config, weights)  # before any memory is given to the model
+    model = CharRNN(config)
     try:
         model.load_state_dict(weights, strict=True)
     except (RuntimeError, TypeError) as exc:

@@ -2,7 +2,7 @@
 
 stdout carries data (generated text, evaluation results); stderr carries progress, status and
 errors. Exit codes: 0 ok, 1 a charlm error (one line, no traceback), 2 a usage error, 130 after
-an interrupt (once the checkpoint is safely written).
+Ctrl-C and 143 after SIGTERM (training: once the checkpoint is safely written).
 """
 
 from __future__ import annotations
@@ -246,8 +246,8 @@ def train(
     = None,
     resume: Annotated[Optional[Path], typer.Option(
         help="Continue the run in this directory from its last checkpoint. Only --max-steps, "
-             "--epochs, --max-time, --eval-every, --save-every, --device and --precision may "
-             "change.")] = None,
+             "--epochs, --max-time, --eval-every, --save-every, --device, --precision and "
+             "--max-bad-steps may change.")] = None,
     cell: Annotated[Optional[str], typer.Option(
         help="Recurrent cell: lstm, gru or rnn (Elman, tanh). Presets: lstm.")] = None,
     layers: Annotated[Optional[int], typer.Option(
@@ -277,7 +277,9 @@ def train(
     optimizer: Annotated[Optional[str], typer.Option(
         help=f"adamw, adam, rmsprop or sgd. Default: {T.optimizer}.")] = None,
     weight_decay: Annotated[Optional[float], typer.Option(
-        help=f"Weight decay on weight matrices. Default: {T.weight_decay:g}.")] = None,
+        help=f"Weight decay on the weight matrices (with adamw decoupled: each step shrinks "
+             f"them by lr x this; with adam, rmsprop and sgd an L2 term in the gradient). "
+             f"Presets: {_per_preset('weight_decay')}.")] = None,
     warmup: Annotated[Optional[int], typer.Option(
         help=f"Steps of linear learning-rate warmup. Default: {T.warmup_steps}.")] = None,
     schedule: Annotated[Optional[str], typer.Option(
@@ -295,6 +297,10 @@ def train(
     max_time: Annotated[Optional[float], typer.Option(
         help="Stop after this many seconds of training; the LR schedule spans the budget.")]
     = None,
+    max_bad_steps: Annotated[Optional[int], typer.Option(
+        help=f"A step whose loss or gradient norm is not a finite number is skipped (and "
+             f"counted in the log); stop after this many in a row, keeping the last good "
+             f"checkpoint. Default: {T.max_bad_steps}.")] = None,
     eval_every: Annotated[Optional[int], typer.Option(
         help=f"Validate every this many steps. Default: {T.eval_every}.")] = None,
     save_every: Annotated[Optional[int], typer.Option(
@@ -329,19 +335,23 @@ def train(
                 val_fraction=val_fraction, doc_separator=parse_separator(doc_separator),
                 report=view, prepare_progress=update, warn=_warn,
                 cell=cell, num_layers=layers, hidden_dim=hidden, embed_dim=embed,
-                dropout=dropout, weight_drop=weight_drop, tie_weights=tie_weights, batch_size=batch_size,
-                bptt_len=bptt, lr=lr, optimizer=optimizer, weight_decay=weight_decay,
-                warmup_steps=warmup, schedule=schedule, clip_norm=clip_norm,
-                clip_value=clip_value, max_steps=max_steps, epochs=epochs, max_time=max_time,
+                dropout=dropout, weight_drop=weight_drop, tie_weights=tie_weights,
+                batch_size=batch_size, bptt_len=bptt, lr=lr, optimizer=optimizer,
+                weight_decay=weight_decay, warmup_steps=warmup, schedule=schedule,
+                clip_norm=clip_norm, clip_value=clip_value, max_bad_steps=max_bad_steps,
+                max_steps=max_steps, epochs=epochs, max_time=max_time,
                 eval_every=eval_every, save_every=save_every, seed=seed, device=device,
                 precision=precision)
         finally:
             stop_bar()
 
-        def request_stop(signum, frame):
+        stopped_by = []
+
+        def request_stop(signum, frame):  # Ctrl-C and SIGTERM: save at the step's end, exit
             if trainer.stop_requested:
                 raise KeyboardInterrupt
             trainer.stop_requested = True
+            stopped_by.append(signum)
             view.progress.console.print("stopping: saving a checkpoint at the end of this step "
                                         "(press Ctrl-C again to abort without saving)")
         old = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -358,7 +368,7 @@ def train(
         if summary["status"] == "interrupted":
             err.print(f"interrupted at step {summary['step']:,}: saved {run_dir}/last.safetensors;"
                       f" continue with: charlm train --resume {run_dir}")
-            raise typer.Exit(130)
+            raise typer.Exit(128 + (stopped_by[0] if stopped_by else signal.SIGINT))
         steps = f"{summary['step']:,} step{'s' if summary['step'] != 1 else ''}"
         err.print(f"done: {steps} in {summary['elapsed']:.0f} s, {best_text}"
                   f"saved in {run_dir}/")

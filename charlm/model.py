@@ -73,7 +73,7 @@ class ModelConfig:
     def num_parameters(self) -> int:
         gates = {"lstm": 4, "gru": 3, "rnn": 1}[self.cell]
         h, e, v = self.hidden_dim, self.embed_dim, self.vocab_size
-        rnn = sum(gates * h * ((e if i == 0 else h) + h + 2) for i in range(self.num_layers))
+        rnn = gates * h * (e + h + 2) + (self.num_layers - 1) * gates * h * (2 * h + 2)
         head = (0 if self.tie_weights else v * h) + v
         return v * e + rnn + head
 

@@ -32,10 +32,10 @@ from .corpus import PreparedCorpus
 from .errors import CharLMError
 from .evaluate import evaluate
 from .model import COMPUTE_DTYPES, CharRNN, ModelConfig, loss_sum
+from .runlock import RunLock
 
 Report = Callable[[str, dict], None]
 LAST, BEST, CONFIG, METRICS = "last.safetensors", "best.safetensors", "config.json", "metrics.jsonl"
-MAX_BAD_STEPS = 5
 
 
 def resolve_device(name: str) -> torch.device:
@@ -123,6 +123,7 @@ class Trainer:
         self.report = report or (lambda event, data: None)
         self.device = resolve_device(config.device)
         self.stop_requested = False
+        self.lock = RunLock(self.run_dir)  # taken by run() (by resume() before it writes)
         self.preset: str | None = None  # the preset the run was built from, if any
         if model_config.vocab_size != self.vocab.size:
             raise CharLMError(f"model vocab size {model_config.vocab_size} does not match the "
@@ -238,8 +239,13 @@ class Trainer:
         info = {"step": self.pos.step, "epoch": self.pos.epoch,
                 "best_val": self.pos.best_val if math.isfinite(self.pos.best_val) else None,
                 "elapsed": self.pos.elapsed, "time": time.time()}
-        save_checkpoint(path, self.model, self.vocab, self.run_config(), info,
-                        self.trainer_state() if which == LAST else None)
+        try:
+            save_checkpoint(path, self.model, self.vocab, self.run_config(), info,
+                            self.trainer_state() if which == LAST else None)
+        except OSError as exc:  # disk full, permissions...: the write went to a temp file
+            kept = "the previous one is kept" if path.exists() else "nothing was written"
+            raise CharLMError(f"could not save {path} at step {self.pos.step} "
+                              f"({exc.strerror or exc}); {kept}") from None
         self.report("save", {"path": str(path), "which": which, "step": self.pos.step})
         return path
 
@@ -269,15 +275,28 @@ class Trainer:
             # A stopping rule given on resume replaces the saved one as a whole.
             config = replace(config, max_steps=None, epochs=None, max_time=None)
         config = config.with_options(**overrides)
+        try:
+            resolve_device(config.device)
+        except CharLMError as exc:  # e.g. a run started on a GPU, resumed on a CPU machine
+            raise CharLMError(f"{exc} (the run was started with --device {config.device}); "
+                              f"give --device cpu or auto to continue it here") from None
         trainer = cls(run_dir, corpus, ckpt.model.config, config, report)
         trainer.preset = ckpt.run_config.get("preset")
         trainer.model.load_state_dict(ckpt.model.state_dict())
         trainer.load_trainer_state(ckpt.trainer_state)
-        # Lines logged after the checkpoint was written are replayed by the resumed run.
+        trainer.lock.acquire()  # before anything in the directory changes
+        # Lines logged after the checkpoint was written are replayed by the resumed run; a
+        # line cut short by a crash is dropped with them.
         metrics = Path(run_dir) / METRICS
         if metrics.exists():
-            kept = [line for line in metrics.read_text(encoding="utf-8").splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= trainer.pos.step]
+            kept = []
+            for line in metrics.read_text(encoding="utf-8", errors="replace").splitlines():
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(record, dict) and record.get("step", 0) <= trainer.pos.step:
+                    kept.append(line)
             atomic_write(metrics, "".join(line + "\n" for line in kept).encode())
         return trainer
 
@@ -347,6 +366,15 @@ class Trainer:
             raise CharLMError(f"nothing to do: the run is at step {self.pos.step}, already past "
                               f"its stopping rule; give a larger --max-steps, --epochs or "
                               f"--max-time")
+        self.lock.acquire()
+        try:
+            return self._run()
+        finally:
+            self.lock.release()
+
+    def _run(self) -> dict:
+        if self.pos.step == 0:  # a new run: lines a run killed before its first save logged
+            (self.run_dir / METRICS).unlink(missing_ok=True)
         self.write_run_files()
         self.model.train()
         self.report("start", {"step": self.pos.step, "preset": self.preset,
@@ -373,11 +401,13 @@ class Trainer:
             if not out["finite"]:
                 record["skipped"] = True
                 self.report("skip", {"step": out["step"], "bad_steps": self.pos.bad_steps})
-                if self.pos.bad_steps >= MAX_BAD_STEPS:
+                if self.pos.bad_steps >= c.max_bad_steps:
                     self.log(record)
+                    n = c.max_bad_steps
                     raise CharLMError(
-                        f"training stopped: {MAX_BAD_STEPS} non-finite steps in a row at step "
-                        f"{out['step']}; the last good checkpoint is kept; try a lower --lr")
+                        f"training stopped: {n} non-finite step{'s' if n > 1 else ''} in a row "
+                        f"at step {out['step']} (loss or gradient norm not a finite number); "
+                        f"the last good checkpoint is kept; try a lower --lr")
             self.log(record)
             self.report("step", {**record, "progress": self.progress(),
                                  "epoch": self.pos.epoch, "total_steps": self.total_steps})

@@ -132,6 +132,15 @@ BAD_INPUTS = {
                            "do not apply to --resume"),
     "resume past its end": (["train", "--resume", "{run}", "--max-steps", "5"], "nothing to do"),
     "bad separator escape": (["train", "{small}", "--doc-separator", "\\x"], "bad backslash"),
+    "zero bad steps allowed": (["train", "{small}", "--max-bad-steps", "0"],
+                               "--max-bad-steps must be"),
+    "zero eval lanes": (["eval", "--checkpoint", "{run}", "--lanes", "0"], "--lanes must be"),
+    "zero samples": (["sample", "--checkpoint", "{run}", "--num-samples", "0"],
+                     "--num-samples must be"),
+    "sample from a text file": (["sample", "--checkpoint", "{small}"],
+                                "not a valid charlm checkpoint"),
+    "eval a directory": (["eval", "{bindir}", "--checkpoint", "{run}"],
+                         "is a directory, expected a text file"),
 }
 
 

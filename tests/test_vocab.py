@@ -86,3 +86,51 @@ def test_stream_decoder_holds_back_partial_characters(bpe):
     pieces = [dec.push(i) for i in bpe.encode(text)] + [dec.flush()]
     assert "".join(pieces) == text
     assert all("\ufffd" not in p for p in pieces)
+
+
+# ----- properties -------------------------------------------------------------------------
+from functools import lru_cache  # noqa: E402
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(max_size=300))
+def test_char_vocab_round_trips_any_text_it_was_built_from(text):
+    vocab = CharVocab(text)
+    ids = vocab.encode(text)
+    assert vocab.decode(ids) == text
+    assert len(ids) == len(text) and PAD_ID not in ids.tolist()
+    assert (ids != vocab.unk_id).all() and (ids != vocab.eod_id).all()
+    again = Vocab.from_json("char", vocab.to_json())
+    assert again.encode(text).tolist() == ids.tolist()
+
+
+@settings(max_examples=200, deadline=None)
+@given(seen=st.text(max_size=60), unseen=st.text(min_size=1, max_size=60))
+def test_char_vocab_maps_only_unseen_characters_to_unk(seen, unseen):
+    vocab = CharVocab(seen)
+    ids = vocab.encode(unseen).tolist()
+    assert len(ids) == len(unseen)
+    for ch, i in zip(unseen, ids):
+        assert (i == vocab.unk_id) == (ch not in seen)
+        if ch in seen:
+            assert vocab.decode([i]) == ch
+
+
+@lru_cache(maxsize=1)
+def byte_level_bpe():
+    corpus = ["the quick brown fox jumps over the lazy dog. " * 20,
+              "naïve café — 日本語 テキスト 🙂 Ωμέγα " * 10]
+    return BPEVocab.train(iter(corpus), vocab_size=320)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=st.text(max_size=200))
+def test_byte_level_bpe_round_trips_any_unicode_text(text):
+    bpe = byte_level_bpe()
+    ids = bpe.encode(text)
+    assert bpe.decode(ids) == text
+    assert PAD_ID not in ids.tolist() and bpe.eod_id not in ids.tolist()
+    dec = bpe.stream_decoder()  # streaming (one token at a time) gives the same text
+    assert "".join([dec.push(int(i)) for i in ids] + [dec.flush()]) == text

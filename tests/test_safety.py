@@ -1,0 +1,437 @@
+"""Crashes, interruptions, locks, full disks, numerical faults and hostile or damaged files."""
+
+import errno
+import json
+import os
+import pickle
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save
+from typer.testing import CliRunner
+
+import charlm
+import charlm.checkpoint as checkpoint_module
+from charlm.api import build_trainer
+from charlm.checkpoint import _digest, _meta_digest, load_checkpoint
+from charlm.cli import app
+from charlm.errors import CharLMError
+from charlm.runlock import RunLock, stale_temp_files
+
+from conftest import tiny_options
+
+# A run for the command-line tests: small, but slow enough per step (~5-20 ms) that a signal
+# sent while it trains lands in the middle of the run.
+CLI_RUN = ["--preset", "tiny", "--layers", "2", "--hidden", "96", "--embed", "16",
+           "--batch-size", "8", "--bptt", "48", "--dropout", "0.1", "--eval-every", "25",
+           "--save-every", "7", "--device", "cpu", "--seed", "5"]
+
+
+def charlm_cmd(*args) -> list[str]:
+    return [sys.executable, "-m", "charlm", *[str(a) for a in args]]
+
+
+def env(tmp_path) -> dict:
+    return {**os.environ, "CHARLM_CACHE_DIR": str(tmp_path / "cache")}
+
+
+def metrics(run: Path) -> list[dict]:
+    path = run / "metrics.jsonl"
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            pass  # a line being written right now
+    return out
+
+
+def logged(run: Path) -> list:
+    """What a run logged, without the clock: the losses, gradient norms and evaluations."""
+    keep = ("step", "loss", "grad_norm", "lr", "val_loss")
+    return [{k: m[k] for k in keep if k in m} for m in metrics(run)]
+
+
+def weights(path: Path) -> dict:
+    return load_checkpoint(path).model.state_dict()
+
+
+def same_weights(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def wait_for(condition, timeout=120.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if condition():
+            return True
+        time.sleep(0.005)
+    raise AssertionError("timed out")
+
+
+@pytest.fixture
+def reference(tmp_path, small_corpus):
+    """An uninterrupted command-line run of CLI_RUN for 120 steps."""
+    run = tmp_path / "reference"
+    r = subprocess.run(charlm_cmd("train", small_corpus, "--out", run, *CLI_RUN,
+                                  "--max-steps", "120"),
+                       capture_output=True, text=True, env=env(tmp_path), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    return run
+
+
+# ----- 1. exact resume after SIGTERM and kill -9 --------------------------------------------
+
+def test_sigterm_saves_at_a_step_boundary_and_the_resumed_run_is_exact(tmp_path, small_corpus,
+                                                                       reference):
+    run = tmp_path / "run"
+    proc = subprocess.Popen(charlm_cmd("train", small_corpus, "--out", run, *CLI_RUN,
+                                       "--max-steps", "120"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env(tmp_path), cwd=tmp_path)
+    wait_for(lambda: len(metrics(run)) >= 30)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    assert "Traceback" not in stderr and f"--resume {run}" in stderr
+    stopped = load_checkpoint(run / "last.safetensors", with_trainer=True).trainer_state["step"]
+    assert stopped == max(m["step"] for m in metrics(run)) < 120  # saved where it stopped
+
+    r = subprocess.run(charlm_cmd("train", "--resume", run), capture_output=True, text=True,
+                       env=env(tmp_path), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert same_weights(weights(run / "last.safetensors"),
+                        weights(reference / "last.safetensors"))
+    assert logged(run) == logged(reference)
+
+
+def test_kill_9_at_random_moments_then_resume_ends_like_an_uninterrupted_run(
+        tmp_path, small_corpus, reference):
+    run, rng = tmp_path / "run", random.Random(11)
+    args = charlm_cmd("train", small_corpus, "--out", run, *CLI_RUN, "--max-steps", "120")
+    left_behind: list[Path] = []
+    for kill in range(3):
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                env=env(tmp_path), cwd=tmp_path)
+        start = max([m["step"] for m in metrics(run)], default=0)
+        # Let it take a few steps (and at least one save), then kill it without warning.
+        target = start + rng.randint(8, 20)
+        wait_for(lambda: max([m["step"] for m in metrics(run)], default=0) >= target
+                 or proc.poll() is not None)
+        time.sleep(rng.random() * 0.05)
+        proc.kill()
+        proc.wait()
+        assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+        assert not [p for p in left_behind if p.exists()]  # the start before cleaned up
+        left_behind = stale_temp_files(run)
+        # Whatever the moment, the directory holds a checkpoint that loads and evaluates.
+        lm = charlm.load(run, which="last")
+        assert lm.evaluate("ROMEO: what light through yonder window")["chars"] > 0
+        args = charlm_cmd("train", "--resume", run)
+    r = subprocess.run(args, capture_output=True, text=True, env=env(tmp_path), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert not stale_temp_files(run)
+    assert same_weights(weights(run / "last.safetensors"),
+                        weights(reference / "last.safetensors"))
+    assert logged(run) == logged(reference)
+
+
+def test_resume_tolerates_a_metrics_line_cut_short(tmp_path, small_corpus):
+    trainer = build_trainer(small_corpus, out=tmp_path / "run", **tiny_options(max_steps=10))
+    trainer.run()
+    with open(tmp_path / "run" / "metrics.jsonl", "a") as f:
+        f.write('{"step": 11, "loss": 2.3')  # killed in the middle of a write
+    resumed = build_trainer(resume=tmp_path / "run", max_steps=14)
+    resumed.run()
+    steps = [m["step"] for m in metrics(tmp_path / "run") if "loss" in m]
+    assert steps == list(range(1, 15))
+
+
+# ----- 2. locks, leftovers, failing disks ---------------------------------------------------
+
+def test_a_run_in_use_is_refused_until_its_holder_stops(tmp_path, small_corpus):
+    run = tmp_path / "run"
+    build_trainer(small_corpus, out=run, **tiny_options(max_steps=10)).run()
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.name != ".lock"}
+    holder = RunLock(run)
+    holder.acquire()
+    with pytest.raises(CharLMError, match=f"in use by another charlm train \\(process "
+                                          f"{os.getpid()}\\)"):
+        build_trainer(resume=run, max_steps=20)
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.name != ".lock"} == before
+    holder.release()
+    assert build_trainer(resume=run, max_steps=20).run()["step"] == 20
+
+
+def test_a_crashed_holder_leaves_no_lock_behind(tmp_path):
+    run = tmp_path / "run"
+    code = ("import os, signal, sys; from charlm.runlock import RunLock; "
+            "lock = RunLock(sys.argv[1]); lock.acquire(); print('locked', flush=True); "
+            "os.kill(os.getpid(), signal.SIGKILL)")
+    r = subprocess.run([sys.executable, "-c", code, str(run)], capture_output=True, text=True)
+    assert r.returncode == -signal.SIGKILL and r.stdout == "locked\n"
+    assert (run / ".lock").exists()
+    lock = RunLock(run)
+    lock.acquire()  # no error: the kernel dropped the dead process's lock
+    lock.release()
+
+
+def test_the_cli_refuses_a_second_writer(tmp_path, small_corpus):
+    run = tmp_path / "run"
+    build_trainer(small_corpus, out=run, **tiny_options(max_steps=10)).run()
+    code = ("import sys, time; from charlm.runlock import RunLock; "
+            "lock = RunLock(sys.argv[1]); lock.acquire(); print('locked', flush=True); "
+            "time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(run)], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        r = subprocess.run(charlm_cmd("train", "--resume", run, "--max-steps", "20"),
+                           capture_output=True, text=True, env=env(tmp_path), cwd=tmp_path)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines() == [
+        f"error: {run} is in use by another charlm train (process {holder.pid}); wait for it "
+        f"to finish or stop it first"]
+
+
+def test_next_start_removes_temp_files_a_crash_left(tmp_path, small_corpus):
+    run = tmp_path / "run"
+    build_trainer(small_corpus, out=run, **tiny_options(max_steps=10)).run()
+    leftover = run / ".last.safetensors.k2j4x9.tmp"
+    leftover.write_bytes(b"half a checkpoint")
+    build_trainer(resume=run, max_steps=12).run()
+    assert not leftover.exists() and not stale_temp_files(run)
+
+
+@pytest.mark.parametrize("failure", ["ENOSPC", "EACCES"])
+def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path, small_corpus, monkeypatch,
+                                                     failure):
+    run = tmp_path / "run"
+    trainer = build_trainer(small_corpus, out=run, **tiny_options(max_steps=30, save_every=10,
+                                                                  eval_every=1000))
+    saved = {}
+
+    def report(event, data):
+        if event == "save" and data["step"] == 10:
+            saved["bytes"] = (run / "last.safetensors").read_bytes()
+            if failure == "ENOSPC":  # the disk fills up while the next checkpoint is written
+                def full(fd):
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                monkeypatch.setattr(checkpoint_module.os, "fsync", full)
+            else:  # the directory stops being writable
+                def denied(*args, **kwargs):
+                    raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(run))
+                monkeypatch.setattr(checkpoint_module.tempfile, "mkstemp", denied)
+    trainer.report = report
+    with pytest.raises(CharLMError) as info:
+        trainer.run()
+    message = str(info.value)
+    assert message.startswith(f"could not save {run / 'last.safetensors'} at step 20 (")
+    assert os.strerror(getattr(errno, failure)) in message
+    assert message.endswith("the previous one is kept")
+    monkeypatch.undo()
+    assert (run / "last.safetensors").read_bytes() == saved["bytes"]
+    assert not stale_temp_files(run)
+    assert load_checkpoint(run / "last.safetensors").info["step"] == 10
+    lock = RunLock(run)
+    assert lock.acquire() == []  # the failed run released its lock and left no temp file
+    lock.release()
+
+
+# ----- 3. numerical faults ------------------------------------------------------------------
+
+def poison(trainer, bad_steps):
+    original = trainer.model.forward
+
+    def forward(*args, **kwargs):
+        logits, state = original(*args, **kwargs)
+        if trainer.pos.step in bad_steps:
+            logits = logits * float("nan")
+        return logits, state
+    trainer.model.forward = forward
+
+
+def test_a_non_finite_step_is_skipped_counted_and_training_goes_on(tmp_path, small_corpus):
+    clean = build_trainer(small_corpus, out=tmp_path / "clean", **tiny_options(max_steps=20))
+    clean.run()
+    trainer = build_trainer(small_corpus, out=tmp_path / "run", **tiny_options(max_steps=20))
+    poison(trainer, {4, 5})
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    summary = trainer.run()
+    assert summary["status"] == "done" and summary["step"] == 20
+    records = [m for m in metrics(tmp_path / "run") if "loss" in m]
+    assert [m["step"] for m in records if m.get("skipped")] == [5, 6]
+    assert trainer.pos.skipped == 2 and trainer.pos.bad_steps == 0
+    after = trainer.model.state_dict()
+    assert all(torch.isfinite(v).all() for v in after.values())
+    assert not same_weights(before, after)  # it trained
+    # The skipped steps changed nothing: their chunks are simply not learned from.
+    assert [m["loss"] for m in records[:4]] == [m["loss"] for m in metrics(tmp_path / "clean")
+                                                if "loss" in m][:4]
+
+
+def test_max_bad_steps_stops_with_the_last_good_checkpoint(tmp_path, small_corpus):
+    trainer = build_trainer(small_corpus, out=tmp_path / "run",
+                            **tiny_options(max_steps=40, max_bad_steps=2))
+    poison(trainer, set(range(13, 40)))
+    with pytest.raises(CharLMError, match=r"2 non-finite steps in a row at step 15 .* "
+                                          r"last good checkpoint is kept; try a lower --lr"):
+        trainer.run()
+    ckpt = load_checkpoint(tmp_path / "run" / "last.safetensors")
+    assert ckpt.info["step"] == 10
+    assert all(torch.isfinite(p).all() for p in ckpt.model.parameters())
+
+
+# ----- 4. hostile and damaged files ---------------------------------------------------------
+
+class Payload:
+    """Unpickling this runs a shell command."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.fixture
+def run_dir(tmp_path, small_corpus):
+    run = tmp_path / "run"
+    build_trainer(small_corpus, out=run, **tiny_options(max_steps=10)).run()
+    return run
+
+
+def cli(*args) -> subprocess.CompletedProcess:
+    """The command run in this process (as in test_cli), its outcome in subprocess's terms."""
+    r = CliRunner().invoke(app, [str(a) for a in args])
+    return subprocess.CompletedProcess(args, r.exit_code, r.stdout, r.stderr)
+
+
+def assert_refused(result, pattern):
+    assert result.returncode == 1, (result.returncode, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert lines[0].startswith("error: ") and pattern in lines[0], lines[0]
+
+
+def test_a_pickle_in_place_of_a_checkpoint_is_refused_without_running_it(tmp_path, run_dir):
+    marker, control = tmp_path / "pwned", tmp_path / "control"
+    # The payload is live: unpickling a copy of it does create its file.
+    pickle.loads(pickle.dumps(Payload(control)))
+    assert control.exists()
+    for name in ("best.safetensors", "last.safetensors"):
+        torch.save({"weights": Payload(marker)}, run_dir / name)
+    (tmp_path / "model.pt").write_bytes(pickle.dumps(Payload(marker)))
+    with pytest.raises(CharLMError, match="not a valid charlm checkpoint"):
+        charlm.load(run_dir)
+    for args in (["sample", "--checkpoint", run_dir, "--length", "5"],
+                 ["eval", "--checkpoint", run_dir],
+                 ["eval", "--checkpoint", tmp_path / "model.pt"],
+                 ["train", "--resume", run_dir, "--max-steps", "20"]):
+        assert_refused(cli(*args), "not a valid charlm checkpoint")
+    assert not marker.exists()
+
+
+def rewrite(path: Path, out: Path, tensors=None, digests=True, **meta_changes):
+    """Write a copy of checkpoint ``path`` with changed metadata (and tensors); with
+    ``digests`` the checksums are made consistent again, as a deliberate forgery would."""
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+        data = {k: f.get_tensor(k) for k in f.keys()}
+    if tensors is not None:
+        data = tensors(data)
+    meta.update(meta_changes)
+    if digests:
+        meta["sha256"] = _digest(data)
+        meta["meta_sha256"] = _meta_digest(meta)
+    out.write_bytes(save(data, metadata=meta))
+    return out
+
+
+def test_truncated_and_bit_flipped_checkpoints_are_refused(tmp_path, run_dir):
+    good = (run_dir / "best.safetensors").read_bytes()
+    cases = {"truncated": good[: len(good) // 2],
+             "tensor bit": bytearray(good), "metadata bit": bytearray(good)}
+    cases["tensor bit"][-100] ^= 0x10
+    header = int.from_bytes(good[:8], "little")
+    digit = good.index(b'hidden_dim\\": ') + len(b'hidden_dim\\": ')  # in the JSON header
+    assert digit < 8 + header and chr(good[digit]).isdigit()
+    cases["metadata bit"][digit] ^= 0x01  # "32" becomes "33": still valid JSON
+    expected = {"truncated": "not a valid charlm checkpoint",
+                "tensor bit": "damaged (tensor checksum mismatch)",
+                "metadata bit": "damaged (metadata checksum mismatch)"}
+    for name, data in cases.items():
+        path = tmp_path / f"{name.replace(' ', '-')}.safetensors"
+        path.write_bytes(bytes(data))
+        with pytest.raises(CharLMError, match=expected[name].replace("(", r"\(")
+                           .replace(")", r"\)")):
+            load_checkpoint(path)
+        assert_refused(cli("sample", "--checkpoint", path), expected[name])
+        assert path.read_bytes() == bytes(data)  # nothing "repaired" in place
+
+
+def test_absurd_sizes_are_refused_before_anything_is_allocated(tmp_path, run_dir):
+    src = run_dir / "best.safetensors"
+    config = load_checkpoint(src).model.config.to_dict()
+    for field, value in (("hidden_dim", 10**6), ("embed_dim", 10**9), ("num_layers", 10**5)):
+        forged = rewrite(src, tmp_path / f"{field}.safetensors",
+                         model_config=json.dumps({**config, field: value}))
+        t = time.perf_counter()
+        with pytest.raises(CharLMError, match="weights do not match the model config"):
+            load_checkpoint(forged)
+        assert time.perf_counter() - t < 5  # refused from the shapes, not after building it
+
+
+def test_a_vocab_that_does_not_match_the_weights_is_refused(tmp_path, run_dir):
+    ckpt = load_checkpoint(run_dir / "best.safetensors")
+    chars = json.loads(ckpt.vocab.to_json())
+    smaller = {**chars, "chars": chars["chars"][:-3]}
+    forged = rewrite(run_dir / "best.safetensors", tmp_path / "vocab.safetensors",
+                     vocab=json.dumps(smaller))
+    with pytest.raises(CharLMError, match=f"vocab has {ckpt.vocab.size - 3} symbols but the "
+                                          f"model expects {ckpt.vocab.size}"):
+        load_checkpoint(forged)
+
+
+def test_an_older_format_version_is_refused_by_name(tmp_path, run_dir):
+    old = rewrite(run_dir / "best.safetensors", tmp_path / "old.safetensors", version="0")
+    assert_refused(cli("eval", "--checkpoint", old),
+                   "checkpoint format version 0 is not supported (this charlm reads version 1)")
+
+
+def test_a_checkpoint_from_a_gpu_run_loads_and_resumes_on_a_cpu(tmp_path, run_dir):
+    """A run trained with --device cuda: its config names cuda and its trainer state holds the
+    CUDA generator's state. Tensors are always written from CPU copies."""
+    last = run_dir / "last.safetensors"
+    with safe_open(str(last), framework="pt") as f:
+        meta = f.metadata()
+    run_config = json.loads(meta["run_config"])
+    run_config["train"]["device"] = "cuda"
+    trainer = json.loads(meta["trainer"])
+    trainer["__dict__"].append(["cuda_rng", {"__tensor__": "trainer/cuda_rng"}])
+
+    def add_cuda_rng(data):
+        return {**data, "trainer/cuda_rng": torch.zeros(16, dtype=torch.uint8)}
+    rewrite(last, last, tensors=add_cuda_rng, run_config=json.dumps(run_config),
+            trainer=json.dumps(trainer))
+    for path in (run_dir / "best.safetensors", last):
+        assert all(t.device.type == "cpu" for t in load_checkpoint(path).model.parameters())
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: resuming there would simply use it")
+    assert_refused(cli("train", "--resume", run_dir, "--max-steps", "12"),
+                   "give --device cpu or auto to continue it here")
+    r = cli("train", "--resume", run_dir, "--max-steps", "12", "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    assert load_checkpoint(last, with_trainer=True).trainer_state["step"] == 12
