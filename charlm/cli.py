@@ -74,7 +74,8 @@ class _Guard:
         if isinstance(exc, KeyboardInterrupt):
             err.print("interrupted")
             raise typer.Exit(130)
-        if isinstance(exc, MemoryError):
+        if isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and any(
+                s in str(exc) for s in ("can't allocate memory", "out of memory"))):
             _fail("out of memory; try a smaller model or --batch-size")
         if isinstance(exc, OSError):
             where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""

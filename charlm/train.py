@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -63,6 +64,28 @@ def native_bf16(device: torch.device) -> bool:
     cpu = torch.cpu
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
+
+
+def device_memory(device: torch.device) -> int | None:
+    """Bytes of memory on ``device`` (None where it cannot be told)."""
+    try:
+        if device.type == "cuda":
+            return torch.cuda.get_device_properties(device).total_memory
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError, RuntimeError):
+        return None
+
+
+def check_fits(config: ModelConfig, device: torch.device) -> None:
+    """Refuse, before allocating anything, a model whose weights, gradients and two optimizer
+    moments (4 float32 copies) would not fit in the device's memory."""
+    n = config.num_parameters()
+    need, have = 16 * n, device_memory(device)
+    if have is not None and need > have:
+        raise CharLMError(f"a model of {n:,} parameters needs about {need / 2**30:,.1f} GiB to "
+                          f"train (weights, gradients, optimizer state) but the {device.type} "
+                          f"has {have / 2**30:,.1f} GiB; use a smaller --hidden, --layers or "
+                          f"--embed")
 
 
 def make_optimizer(model: CharRNN, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -144,6 +167,7 @@ class Trainer:
         if config.precision == "bf16" and self.device.type not in ("cpu", "cuda"):
             raise CharLMError(f"--precision bf16 is not supported on {self.device.type}; "
                               f"use --precision fp32 (or auto)")
+        check_fits(model_config, self.device)
         torch.manual_seed(config.seed)
         self.model = CharRNN(model_config).to(self.device)
         self.optimizer = make_optimizer(self.model, config)

@@ -90,7 +90,12 @@ BAD_INPUTS = {
     "missing file": (["train", "nope.txt"], "no such file"),
     "empty file": (["train", "{empty}"], "empty"),
     "whitespace file": (["train", "{blank}"], "empty"),
-    "invalid utf-8": (["train", "{badutf}"], "invalid UTF-8 at byte offset 6"),
+    "invalid utf-8": (["train", "{badutf}"], "badutf.txt: invalid UTF-8 at byte offset 6"),
+    "binary file": (["train", "{binary}"], "blob.bin: invalid UTF-8 at byte offset 0"),
+    "absurd hidden size": (["train", "{small}", "--hidden", "1000000000"],
+                           "GiB to train (weights, gradients, optimizer state) but the cpu has"),
+    "absurd layer count": (["train", "{small}", "--layers", "100000", "--device", "cpu"],
+                           "use a smaller --hidden, --layers or --embed"),
     "dir without text": (["train", "{bindir}"], "no text files"),
     "shorter than a chunk": (["train", "{short}", "--val-fraction", "0"], "shorter than one chunk"),
     "zero layers": (["train", "{small}", "--layers", "0"], "--layers must be"),
@@ -154,12 +159,14 @@ def test_bad_input_gives_one_clean_line(case, tmp_path, small_corpus, run_dir):
     (tmp_path / "emoji.txt").write_text("🙂🙂🙂")
     (tmp_path / "bindir").mkdir()
     (tmp_path / "bindir" / "blob").write_bytes(b"\0\1\2")
+    (tmp_path / "blob.bin").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
     corrupt = tmp_path / "corrupt.safetensors"
     corrupt.write_bytes(b"\x80\x04not a checkpoint at all")
     names = {"empty": tmp_path / "empty.txt", "blank": tmp_path / "blank.txt",
              "badutf": tmp_path / "badutf.txt", "short": tmp_path / "short.txt",
              "emoji": tmp_path / "emoji.txt", "bindir": tmp_path / "bindir",
-             "small": small_corpus, "run": run_dir, "corrupt": corrupt}
+             "small": small_corpus, "run": run_dir, "corrupt": corrupt,
+             "binary": tmp_path / "blob.bin"}
     args = [a.format(**names) for a in args]
     before = snapshot(tmp_path)
     result = run(*args)
