@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import importlib.resources
+import json
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -24,6 +25,7 @@ from .errors import CharLMError
 from .evaluate import evaluate
 from .model import ModelConfig
 from .sample import generate
+from .runlock import LOCK_NAME, RUN_FILES, stale_temp_files
 from .train import BEST, LAST, Report, Trainer, resolve_device
 
 DEFAULT_RUNS = Path("checkpoints")
@@ -167,6 +169,26 @@ def _new_run_dir(name: str) -> Path:
     return candidate
 
 
+def _foreign_files(run_dir: Path) -> list[str]:
+    """Names in ``run_dir`` that a charlm run killed before its first checkpoint would not
+    have left there (a new run may replace only those)."""
+    if not run_dir.is_dir():
+        return []
+    ours = set(RUN_FILES) | {LOCK_NAME}
+    foreign = []
+    for p in sorted(run_dir.iterdir()):
+        if p.name == "config.json":
+            try:
+                mine = "charlm_version" in json.loads(p.read_text(encoding="utf-8"))
+            except (OSError, ValueError, TypeError):
+                mine = False
+            if not mine:
+                foreign.append(p.name)
+        elif p.name not in ours and p not in stale_temp_files(run_dir):
+            foreign.append(p.name)
+    return foreign
+
+
 def _is_prepared(paths: list[Path]) -> bool:
     return len(paths) == 1 and is_prepared_dir(Path(paths[0]))
 
@@ -223,14 +245,15 @@ def build_trainer(corpus: list[Path] | Path | str | None = None, out: Path | str
         if not (run_dir / LAST).is_file():
             raise CharLMError(f"--resume {run_dir}: not a charlm run directory (no {LAST})")
         ckpt = load_checkpoint(run_dir / LAST)
-        saved_model, saved_train = ckpt.run_config["model"], ckpt.run_config["train"]
+        saved_model = ckpt.run_config.get("model", {})
+        saved_train = ckpt.run_config.get("train", {})
         for k, v in options.items():
             saved = saved_model.get(k) if k in MODEL_OPTIONS else saved_train.get(k)
             if k not in RESUMABLE_OPTIONS and saved != v:
                 raise CharLMError(f"cannot resume with a different {flag(k)} "
                                   f"({v!r}; the run has {saved!r}); options that may change on "
                                   f"resume: {', '.join(flag(o) for o in RESUMABLE_OPTIONS)}")
-        saved_corpus = ckpt.run_config["corpus"]
+        saved_corpus = ckpt.run_config.get("corpus", {})
         if corpus and _is_prepared(corpus):
             prepared = prepare_corpus(corpus)
         elif corpus:  # raw text again: prepared as the run's was, unless told otherwise
@@ -245,6 +268,9 @@ def build_trainer(corpus: list[Path] | Path | str | None = None, out: Path | str
             if prepared.vocab.to_json() != ckpt.vocab.to_json():
                 raise CharLMError("cannot resume on this corpus: its vocab differs from the run's")
         else:
+            if not isinstance(saved_corpus.get("path"), str):
+                raise CharLMError(f"{run_dir}/{LAST} does not name its prepared corpus; pass "
+                                  f"the corpus files again with --resume")
             path = Path(saved_corpus["path"])
             if not (path / "meta.json").exists():
                 raise CharLMError(f"the run's prepared corpus {path} is gone; pass the corpus "
@@ -288,6 +314,11 @@ def build_trainer(corpus: list[Path] | Path | str | None = None, out: Path | str
         if (run_dir / LAST).exists() or (run_dir / BEST).exists():
             raise CharLMError(f"--out {run_dir} already holds a run; continue it with "
                               f"--resume {run_dir} or choose another --out")
+        foreign = _foreign_files(run_dir)
+        if foreign:
+            raise CharLMError(f"--out {run_dir} holds files charlm did not write "
+                              f"({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}); "
+                              f"choose a new or empty directory")
     trainer = Trainer(run_dir, prepared, model_config, train_config, report)
     trainer.preset = preset
     return trainer

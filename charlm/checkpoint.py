@@ -38,7 +38,10 @@ def atomic_write(path: Path, data: bytes) -> None:
     try:
         umask = os.umask(0)
         os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual mode
+        try:
+            os.fchmod(fd, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual mode
+        except OSError:
+            pass  # a filesystem without modes (FAT, some network mounts)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -196,12 +199,22 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu",
     if "meta_sha256" in meta and meta["meta_sha256"] != _meta_digest(meta):
         raise CharLMError(f"{path}: checkpoint is damaged (metadata checksum mismatch)")
     try:
-        config = ModelConfig.from_dict(json.loads(meta["model_config"]))
-        vocab = Vocab.from_json(meta["vocab_kind"], meta["vocab"])
+        config_dict = json.loads(meta["model_config"])
         run_config = json.loads(meta.get("run_config", "{}"))
         info = json.loads(meta.get("info", "{}"))
         trainer_skel = json.loads(meta.get("trainer", "null"))
-    except (KeyError, ValueError, TypeError) as exc:
+        for name, value in (("model config", config_dict), ("run config", run_config),
+                            ("info", info)):
+            if not isinstance(value, dict):
+                raise TypeError(f"the {name} is not a JSON object")
+        for key in ("model", "train", "corpus"):
+            if not isinstance(run_config.get(key, {}), dict):
+                raise TypeError(f"the run config's {key!r} is not a JSON object")
+        if trainer_skel is not None and not isinstance(trainer_skel, dict):
+            raise TypeError("the trainer state is not a JSON object")
+        config = ModelConfig.from_dict(config_dict)
+        vocab = Vocab.from_json(meta["vocab_kind"], meta["vocab"])
+    except (KeyError, ValueError, TypeError, RecursionError, CharLMError) as exc:
         raise CharLMError(f"{path}: checkpoint metadata is damaged ({exc})") from None
     if vocab.size != config.vocab_size:
         raise CharLMError(f"{path}: vocab has {vocab.size} symbols but the model expects "
@@ -218,5 +231,9 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu",
         raise CharLMError(f"{path}: weights do not match the model config "
                           f"({' '.join(first[:2]) if first else exc})") from None
     model.to(device)
-    trainer_state = _unflatten(trainer_skel, tensors) if with_trainer and trainer_skel else None
+    try:
+        trainer_state = (_unflatten(trainer_skel, tensors) if with_trainer and trainer_skel
+                         else None)
+    except (KeyError, ValueError, TypeError, RecursionError) as exc:
+        raise CharLMError(f"{path}: the trainer state is damaged ({exc})") from None
     return Checkpoint(path, model, vocab, run_config, info, trainer_state)

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from .errors import CharLMError
 
 MAX_SEED = 2**63 - 1
+MAX_EPOCHS = 1_000_000
 
 OPTIMIZERS = ("adamw", "adam", "rmsprop", "sgd")
 SCHEDULES = ("cosine", "linear", "constant")
@@ -87,6 +88,8 @@ class TrainConfig:
         check_precision(self.precision)
         if self.device not in DEVICES:
             raise CharLMError(f"--device must be one of {', '.join(DEVICES)}, not {self.device!r}")
+        if self.epochs is not None and self.epochs > MAX_EPOCHS:
+            raise CharLMError(f"--epochs must be at most {MAX_EPOCHS:,}, got {self.epochs:g}")
         if self.min_lr_ratio > 1:
             raise CharLMError("--min-lr-ratio must be at most 1")
         check_seed(self.seed)

@@ -51,7 +51,8 @@ class ModelConfig:
         if self.tie_weights and self.embed_dim != self.hidden_dim:
             raise CharLMError(f"--tie-weights needs --embed equal to --hidden "
                               f"(got {self.embed_dim} and {self.hidden_dim})")
-        if any(not 0 <= i < self.vocab_size for i in self.never_predict):
+        if any(not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < self.vocab_size
+               for i in self.never_predict):
             raise CharLMError("never_predict ids must lie inside the vocab")
 
     def to_dict(self) -> dict:

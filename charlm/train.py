@@ -186,7 +186,8 @@ class Trainer:
         if c.max_steps:
             limits.append(c.max_steps)
         if c.epochs:
-            limits.append(max(1, math.ceil(c.epochs * self.layout.chunks_per_epoch)))
+            limits.append(max(1, math.ceil(min(c.epochs * self.layout.chunks_per_epoch,
+                                               2.0**62))))
         return min(limits) if limits else None
 
     def progress(self) -> float:
@@ -263,6 +264,8 @@ class Trainer:
         info = {"step": self.pos.step, "epoch": self.pos.epoch,
                 "best_val": self.pos.best_val if math.isfinite(self.pos.best_val) else None,
                 "elapsed": self.pos.elapsed, "time": time.time()}
+        if which == LAST:
+            self._sync_metrics()  # the log on disk reaches at least the checkpoint's step
         try:
             save_checkpoint(path, self.model, self.vocab, self.run_config(), info,
                             self.trainer_state() if which == LAST else None)
@@ -274,8 +277,34 @@ class Trainer:
         return path
 
     def log(self, record: dict) -> None:
-        with open(self.run_dir / METRICS, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        path = self.run_dir / METRICS
+        try:
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as exc:
+            raise CharLMError(f"could not write {path} at step {self.pos.step} "
+                              f"({exc.strerror or exc}); {self.kept_checkpoint()}") from None
+
+    def _sync_metrics(self) -> None:
+        try:
+            fd = os.open(self.run_dir / METRICS, os.O_RDONLY)
+        except OSError:
+            return
+        try:
+            os.fsync(fd)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+    def kept_checkpoint(self) -> str:
+        """What a user still has on disk, for error messages."""
+        path = self.run_dir / LAST
+        try:
+            step = load_checkpoint(path).info.get("step")
+        except CharLMError:
+            return "no checkpoint has been written yet"
+        return f"the last checkpoint ({path}, step {step}) is kept"
 
     def write_run_files(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -291,24 +320,14 @@ class Trainer:
         the stopping, evaluation and saving options, the device and the precision (weights,
         optimizer and carried state are float32 whatever the precision; a resume is bitwise
         equal to an uninterrupted run only with the same precision)."""
-        ckpt = load_checkpoint(Path(run_dir) / LAST, with_trainer=True)
-        if ckpt.trainer_state is None:
-            raise CharLMError(f"{run_dir}: checkpoint has no trainer state to resume from")
-        config = TrainConfig.from_dict(ckpt.run_config["train"])
-        if any(overrides.get(k) is not None for k in ("max_steps", "epochs", "max_time")):
-            # A stopping rule given on resume replaces the saved one as a whole.
-            config = replace(config, max_steps=None, epochs=None, max_time=None)
-        config = config.with_options(**overrides)
+        lock = RunLock(Path(run_dir))
+        lock.acquire()  # first: the checkpoint read below is the one this run continues
         try:
-            resolve_device(config.device)
-        except CharLMError as exc:  # e.g. a run started on a GPU, resumed on a CPU machine
-            raise CharLMError(f"{exc} (the run was started with --device {config.device}); "
-                              f"give --device cpu or auto to continue it here") from None
-        trainer = cls(run_dir, corpus, ckpt.model.config, config, report)
-        trainer.preset = ckpt.run_config.get("preset")
-        trainer.model.load_state_dict(ckpt.model.state_dict())
-        trainer.load_trainer_state(ckpt.trainer_state)
-        trainer.lock.acquire()  # before anything in the directory changes
+            trainer = cls._resumed(run_dir, corpus, overrides, report)
+        except BaseException:
+            lock.release()
+            raise
+        trainer.lock = lock
         # Lines logged after the checkpoint was written are replayed by the resumed run; a
         # line cut short by a crash is dropped with them.
         metrics = Path(run_dir) / METRICS
@@ -322,6 +341,43 @@ class Trainer:
                 if isinstance(record, dict) and record.get("step", 0) <= trainer.pos.step:
                     kept.append(line)
             atomic_write(metrics, "".join(line + "\n" for line in kept).encode())
+        return trainer
+
+    @classmethod
+    def _resumed(cls, run_dir: Path, corpus: PreparedCorpus, overrides: dict,
+                 report: Report | None) -> Trainer:
+        ckpt = load_checkpoint(Path(run_dir) / LAST, with_trainer=True)
+        if ckpt.trainer_state is None:
+            raise CharLMError(f"{run_dir}: checkpoint has no trainer state to resume from")
+        try:
+            config = TrainConfig.from_dict(ckpt.run_config["train"])
+        except (KeyError, TypeError) as exc:
+            raise CharLMError(f"{run_dir}/{LAST}: the run's training config is damaged "
+                              f"({type(exc).__name__}: {exc})") from None
+        if any(overrides.get(k) is not None for k in ("max_steps", "epochs", "max_time")):
+            # A stopping rule given on resume replaces the saved one as a whole.
+            config = replace(config, max_steps=None, epochs=None, max_time=None)
+        config = config.with_options(**overrides)
+        try:
+            resolve_device(config.device)
+        except CharLMError as exc:  # e.g. a run started on a GPU, resumed on a CPU machine
+            raise CharLMError(f"{exc} (the run was started with --device {config.device}); "
+                              f"give --device cpu or auto to continue it here") from None
+        trainer = cls(run_dir, corpus, ckpt.model.config, config, report)
+        trainer.preset = ckpt.run_config.get("preset")
+        trainer.model.load_state_dict(ckpt.model.state_dict())
+        try:
+            trainer.load_trainer_state(ckpt.trainer_state)
+        except CharLMError:
+            raise
+        except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            raise CharLMError(f"{run_dir}/{LAST}: the trainer state is damaged "
+                              f"({type(exc).__name__}: {first})") from None
+        if trainer.finished():
+            raise CharLMError(f"nothing to do: the run is at step {trainer.pos.step}, already "
+                              f"past its stopping rule; give a larger --max-steps, --epochs or "
+                              f"--max-time")
         return trainer
 
     # ----- the loop ------------------------------------------------------------------------
@@ -340,6 +396,8 @@ class Trainer:
         self.log(record)
         self.report("eval", record)
         if best:
+            if not (self.run_dir / LAST).exists():
+                self.save(LAST)  # so a run never has a best checkpoint but nothing to resume
             self.save(BEST)
         return result
 
@@ -361,10 +419,16 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         params = [p for p in self.model.parameters() if p.grad is not None]
+        max_norm = c.clip_norm if c.clip_norm > 0 else float("inf")
         if c.clip_value > 0:
+            # The norm before any clipping: what is logged, and what tells a step whose
+            # gradient overflowed (clipping by value would hide an infinite element).
+            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params])
             torch.nn.utils.clip_grad_value_(params, c.clip_value)
-        grad_norm = torch.nn.utils.clip_grad_norm_(
-            params, c.clip_norm if c.clip_norm > 0 else float("inf"))
+            if c.clip_norm > 0:
+                torch.nn.utils.clip_grad_norm_(params, max_norm)
+        else:
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)  # norm before clipping
         loss_value, norm_value = float(loss.detach()), float(grad_norm)
         finite = math.isfinite(loss_value) and math.isfinite(norm_value)
         if finite:
@@ -392,6 +456,9 @@ class Trainer:
                               f"--max-time")
         self.lock.acquire()
         try:
+            if self.pos.step == 0 and any((self.run_dir / f).exists() for f in (LAST, BEST)):
+                raise CharLMError(f"{self.run_dir} already holds a run (written since this one "
+                                  f"was set up); continue it with --resume {self.run_dir}")
             return self._run()
         finally:
             self.lock.release()
@@ -431,7 +498,7 @@ class Trainer:
                     raise CharLMError(
                         f"training stopped: {n} non-finite step{'s' if n > 1 else ''} in a row "
                         f"at step {out['step']} (loss or gradient norm not a finite number); "
-                        f"the last good checkpoint is kept; try a lower --lr")
+                        f"{self.kept_checkpoint()}; start a new run with a lower --lr")
             self.log(record)
             self.report("step", {**record, "progress": self.progress(),
                                  "epoch": self.pos.epoch, "total_steps": self.total_steps})

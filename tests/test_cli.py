@@ -19,7 +19,10 @@ def run(*args):
 
 
 def snapshot(root: Path) -> dict:
-    return {p: p.read_bytes() for p in root.rglob("*") if p.is_file() and "cache" not in p.parts}
+    """Every file's bytes and modification time (the corpus cache and the run's lock file
+    aside: taking the lock rewrites the holder's process id)."""
+    return {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in root.rglob("*")
+            if p.is_file() and "cache" not in p.parts and p.name != ".lock"}
 
 
 def assert_clean_error(result, pattern, code=1):
@@ -92,7 +95,7 @@ BAD_INPUTS = {
     "whitespace file": (["train", "{blank}"], "empty"),
     "invalid utf-8": (["train", "{badutf}"], "badutf.txt: invalid UTF-8 at byte offset 6"),
     "binary file": (["train", "{binary}"], "blob.bin: invalid UTF-8 at byte offset 0"),
-    "absurd hidden size": (["train", "{small}", "--hidden", "1000000000"],
+    "absurd hidden size": (["train", "{small}", "--hidden", "1000000000", "--device", "cpu"],
                            "GiB to train (weights, gradients, optimizer state) but the cpu has"),
     "absurd layer count": (["train", "{small}", "--layers", "100000", "--device", "cpu"],
                            "use a smaller --hidden, --layers or --embed"),
@@ -137,6 +140,10 @@ BAD_INPUTS = {
                            "do not apply to --resume"),
     "resume past its end": (["train", "--resume", "{run}", "--max-steps", "5"], "nothing to do"),
     "bad separator escape": (["train", "{small}", "--doc-separator", "\\x"], "bad backslash"),
+    "absurd epochs": (["train", "{small}", "--epochs", "1e308"], "--epochs must be"),
+    "markup in a path": (["train", "missing[/bold].txt"], "missing[/bold].txt: no such file"),
+    "out holds other files": (["train", "{small}", "--out", "{bindir}"],
+                              "holds files charlm did not write (blob)"),
     "zero bad steps allowed": (["train", "{small}", "--max-bad-steps", "0"],
                                "--max-bad-steps must be"),
     "zero eval lanes": (["eval", "--checkpoint", "{run}", "--lanes", "0"], "--lanes must be"),

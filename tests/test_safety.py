@@ -120,9 +120,10 @@ def test_kill_9_at_random_moments_then_resume_ends_like_an_uninterrupted_run(
     args = charlm_cmd("train", small_corpus, "--out", run, *CLI_RUN, "--max-steps", "120")
     left_behind: list[Path] = []
     for kill in range(3):
-        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 env=env(tmp_path), cwd=tmp_path)
-        start = max([m["step"] for m in metrics(run)], default=0)
+        start = 0 if kill == 0 else load_checkpoint(
+            run / "last.safetensors", with_trainer=True).trainer_state["step"]
         # Let it take a few steps (and at least one save), then kill it without warning.
         target = start + rng.randint(8, 20)
         wait_for(lambda: max([m["step"] for m in metrics(run)], default=0) >= target
@@ -190,7 +191,7 @@ def test_the_cli_refuses_a_second_writer(tmp_path, small_corpus):
     build_trainer(small_corpus, out=run, **tiny_options(max_steps=10)).run()
     code = ("import sys, time; from charlm.runlock import RunLock; "
             "lock = RunLock(sys.argv[1]); lock.acquire(); print('locked', flush=True); "
-            "time.sleep(60)")
+            "time.sleep(600)")
     holder = subprocess.Popen([sys.executable, "-c", code, str(run)], stdout=subprocess.PIPE,
                               text=True)
     try:
@@ -209,10 +210,67 @@ def test_the_cli_refuses_a_second_writer(tmp_path, small_corpus):
 def test_next_start_removes_temp_files_a_crash_left(tmp_path, small_corpus):
     run = tmp_path / "run"
     build_trainer(small_corpus, out=run, **tiny_options(max_steps=10)).run()
-    leftover = run / ".last.safetensors.k2j4x9.tmp"
+    leftover = run / ".last.safetensors.k2j4x9_q.tmp"  # as mkstemp names them
     leftover.write_bytes(b"half a checkpoint")
+    notes = run / ".notes.tmp"  # not charlm's: left alone
+    notes.write_text("mine")
     build_trainer(resume=run, max_steps=12).run()
     assert not leftover.exists() and not stale_temp_files(run)
+    assert notes.read_text() == "mine"
+
+
+def test_a_new_run_never_replaces_files_charlm_did_not_write(tmp_path, small_corpus):
+    d = tmp_path / "project"
+    d.mkdir()
+    (d / "config.json").write_text('{"my": "settings"}')
+    (d / "metrics.jsonl").write_text("mine\n")
+    with pytest.raises(CharLMError, match="holds files charlm did not write \\(config.json\\)"):
+        build_trainer(small_corpus, out=d, **tiny_options())
+    assert (d / "config.json").read_text() == '{"my": "settings"}'
+    assert (d / "metrics.jsonl").read_text() == "mine\n"
+    # A run killed before its first checkpoint left only charlm's files: a new run may start.
+    killed = tmp_path / "killed"
+    build_trainer(small_corpus, out=killed, **tiny_options(max_steps=3)).write_run_files()
+    (killed / "metrics.jsonl").write_text('{"step": 1, "loss": 4.0}\n')
+    assert build_trainer(small_corpus, out=killed, **tiny_options(max_steps=3)).run()["step"] == 3
+    assert [m["step"] for m in metrics(killed) if "loss" in m] == [1, 2, 3]
+
+
+def test_a_run_never_has_a_best_checkpoint_without_a_last_one(tmp_path, small_corpus):
+    """Validation (every 5 steps) comes before the first periodic save (every 1000): a crash
+    after the first evaluation must still leave something to resume."""
+    options = tiny_options(max_steps=12, eval_every=5, save_every=1000)
+    full = build_trainer(small_corpus, out=tmp_path / "full", **options)
+    full.run()
+    run = tmp_path / "run"
+    trainer = build_trainer(small_corpus, out=run, **options)
+    seen = []
+
+    def crash_at_7(event, data):
+        if event == "save" and data["which"] == "best.safetensors":
+            seen.append((run / "last.safetensors").exists())
+        if event == "step" and data["step"] == 7:
+            raise SystemExit("killed")  # dies here: no save on the way out
+    trainer.report = crash_at_7
+    with pytest.raises(SystemExit):
+        trainer.run()
+    assert seen == [True]
+    assert (run / "best.safetensors").exists()
+    resumed = build_trainer(resume=run)
+    assert resumed.pos.step == 5
+    resumed.run()
+    assert same_weights(resumed.model.state_dict(), full.model.state_dict())
+    assert logged(run) == logged(tmp_path / "full")
+
+
+def test_a_filesystem_without_locks_still_trains(tmp_path, small_corpus, monkeypatch):
+    import charlm.runlock as runlock
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+    monkeypatch.setattr(runlock.fcntl, "flock", no_locks)
+    trainer = build_trainer(small_corpus, out=tmp_path / "run", **tiny_options(max_steps=5))
+    assert trainer.run()["step"] == 5
 
 
 @pytest.mark.parametrize("failure", ["ENOSPC", "EACCES"])
@@ -250,6 +308,27 @@ def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path, small_corpus, mon
     lock.release()
 
 
+def test_a_failed_log_write_names_the_file_and_the_kept_checkpoint(tmp_path, small_corpus,
+                                                                   monkeypatch):
+    run = tmp_path / "run"
+    trainer = build_trainer(small_corpus, out=run, **tiny_options(max_steps=30, save_every=10))
+    original = trainer.log
+
+    def log(record):
+        if record.get("step") == 14:
+            def full(*args, **kwargs):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            monkeypatch.setattr("builtins.open", full)
+        original(record)
+    trainer.log = log
+    with pytest.raises(CharLMError) as info:
+        trainer.run()
+    monkeypatch.undo()
+    assert str(info.value) == (f"could not write {run / 'metrics.jsonl'} at step 14 "
+                               f"({os.strerror(errno.ENOSPC)}); the last checkpoint "
+                               f"({run / 'last.safetensors'}, step 10) is kept")
+
+
 # ----- 3. numerical faults ------------------------------------------------------------------
 
 def poison(trainer, bad_steps):
@@ -263,31 +342,51 @@ def poison(trainer, bad_steps):
     trainer.model.forward = forward
 
 
-def test_a_non_finite_step_is_skipped_counted_and_training_goes_on(tmp_path, small_corpus):
-    clean = build_trainer(small_corpus, out=tmp_path / "clean", **tiny_options(max_steps=20))
-    clean.run()
-    trainer = build_trainer(small_corpus, out=tmp_path / "run", **tiny_options(max_steps=20))
-    poison(trainer, {4, 5})
-    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+def snapshot_training(trainer) -> dict:
+    state = {f"w/{k}": v.clone() for k, v in trainer.model.state_dict().items()}
+    for i, moments in enumerate(trainer.optimizer.state.values()):
+        state.update({f"opt/{i}/{k}": v.clone() for k, v in moments.items()})
+    return state
+
+
+@pytest.mark.parametrize("fault", ["nan loss", "inf gradient, clipped by value"])
+def test_a_non_finite_step_is_skipped_counted_and_training_goes_on(tmp_path, small_corpus,
+                                                                   fault):
+    options = tiny_options(max_steps=20, clip_value=0.5 if "value" in fault else 0.0)
+    trainer = build_trainer(small_corpus, out=tmp_path / "run", **options)
+    bad = {4, 5}  # pos.step during the faulty steps: they are logged as steps 5 and 6
+    if fault == "nan loss":
+        poison(trainer, bad)
+    else:  # the loss stays finite; one gradient element overflows
+        weight = trainer.model.head.weight
+        weight.register_hook(lambda g: g.index_fill(0, torch.tensor([3]), float("inf"))
+                             if trainer.pos.step in bad else g)
+    snaps = {}
+
+    def report(event, data):
+        if event == "step" and data["step"] in (4, 6):
+            snaps[data["step"]] = snapshot_training(trainer)
+    trainer.report = report
     summary = trainer.run()
     assert summary["status"] == "done" and summary["step"] == 20
     records = [m for m in metrics(tmp_path / "run") if "loss" in m]
     assert [m["step"] for m in records if m.get("skipped")] == [5, 6]
     assert trainer.pos.skipped == 2 and trainer.pos.bad_steps == 0
+    # The skipped steps changed no weight and no optimizer moment.
+    assert snaps[4].keys() == snaps[6].keys()
+    assert all(torch.equal(snaps[4][k], snaps[6][k]) for k in snaps[4])
     after = trainer.model.state_dict()
     assert all(torch.isfinite(v).all() for v in after.values())
-    assert not same_weights(before, after)  # it trained
-    # The skipped steps changed nothing: their chunks are simply not learned from.
-    assert [m["loss"] for m in records[:4]] == [m["loss"] for m in metrics(tmp_path / "clean")
-                                                if "loss" in m][:4]
+    assert not all(torch.equal(snaps[6]["w/" + k], after[k]) for k in after)  # it trained on
 
 
 def test_max_bad_steps_stops_with_the_last_good_checkpoint(tmp_path, small_corpus):
     trainer = build_trainer(small_corpus, out=tmp_path / "run",
                             **tiny_options(max_steps=40, max_bad_steps=2))
     poison(trainer, set(range(13, 40)))
-    with pytest.raises(CharLMError, match=r"2 non-finite steps in a row at step 15 .* "
-                                          r"last good checkpoint is kept; try a lower --lr"):
+    with pytest.raises(CharLMError, match=r"2 non-finite steps in a row at step 15 .*; the "
+                                          r"last checkpoint \(.*, step 10\) is kept; start a "
+                                          r"new run with a lower --lr"):
         trainer.run()
     ckpt = load_checkpoint(tmp_path / "run" / "last.safetensors")
     assert ckpt.info["step"] == 10
@@ -382,16 +481,67 @@ def test_truncated_and_bit_flipped_checkpoints_are_refused(tmp_path, run_dir):
         assert path.read_bytes() == bytes(data)  # nothing "repaired" in place
 
 
-def test_absurd_sizes_are_refused_before_anything_is_allocated(tmp_path, run_dir):
+def test_absurd_sizes_are_refused_before_anything_is_allocated(tmp_path, run_dir, monkeypatch):
     src = run_dir / "best.safetensors"
     config = load_checkpoint(src).model.config.to_dict()
+    built = []
+    original = checkpoint_module.CharRNN
+
+    def only_on_meta(cfg):  # a model may be built for its shapes only, never for real
+        built.append(torch.empty(0).device.type)
+        assert built[-1] == "meta", "a model was allocated for a forged config"
+        return original(cfg)
+    monkeypatch.setattr(checkpoint_module, "CharRNN", only_on_meta)
     for field, value in (("hidden_dim", 10**6), ("embed_dim", 10**9), ("num_layers", 10**5)):
         forged = rewrite(src, tmp_path / f"{field}.safetensors",
                          model_config=json.dumps({**config, field: value}))
-        t = time.perf_counter()
-        with pytest.raises(CharLMError, match="weights do not match the model config"):
+        with pytest.raises(CharLMError, match="weights do not match the model config \\(the "
+                                              "file holds"):
             load_checkpoint(forged)
-        assert time.perf_counter() - t < 5  # refused from the shapes, not after building it
+    # The same number of parameters in other shapes is caught by the shapes.
+    name = "model/rnn.weight_ih_l0"
+    forged = rewrite(src, tmp_path / "shapes.safetensors",
+                     tensors=lambda d: {**d, name: d[name].t().contiguous()})
+    with pytest.raises(CharLMError, match=r"rnn.weight_ih_l0 is \[16, 128\], the config needs "
+                                          r"\[128, 16\]"):
+        load_checkpoint(forged)
+    assert built == ["meta"]
+
+
+@pytest.mark.parametrize("damage", ["trainer not an object", "trainer tensor missing",
+                                    "run config a list", "never_predict a float",
+                                    "deeply nested"])
+def test_forged_metadata_is_refused_in_one_line(tmp_path, run_dir, damage):
+    last = run_dir / "last.safetensors"
+    with safe_open(str(last), framework="pt") as f:
+        meta = f.metadata()
+    model_config = json.loads(meta["model_config"])
+    changes = {
+        "trainer not an object": {"trainer": json.dumps({"__dict__": 5})},
+        "trainer tensor missing": {"trainer": json.dumps(
+            {"__dict__": [["step", {"__tensor__": "trainer/nothing"}]]})},
+        "run config a list": {"run_config": "[1, 2]"},
+        "never_predict a float": {"model_config": json.dumps(
+            {**model_config, "never_predict": [0.5]})},
+        "deeply nested": {"info": "[" * 100000 + "]" * 100000},
+    }[damage]
+    rewrite(last, last, **changes)
+    before = snapshot_files(run_dir)
+    commands = [["train", "--resume", run_dir, "--max-steps", "20"]]
+    if not damage.startswith("trainer"):  # sampling never reads the trainer state
+        commands.append(["sample", "--checkpoint", last, "--length", "5"])
+    for args in commands:
+        r = cli(*args)
+        assert_refused(r, f"{last}: ")
+        assert "damaged" in r.stderr, r.stderr
+    assert snapshot_files(run_dir) == before
+
+
+def snapshot_files(d: Path) -> dict:
+    """Every file's bytes and modification time (the lock file aside: taking the lock
+    rewrites the holder's process id)."""
+    return {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in d.rglob("*")
+            if p.is_file() and p.name != ".lock"}
 
 
 def test_a_vocab_that_does_not_match_the_weights_is_refused(tmp_path, run_dir):
