@@ -251,7 +251,9 @@ def train(
              "--epochs, --max-time, --eval-every, --save-every, --device, --precision and "
              "--max-bad-steps may change.")] = None,
     cell: Annotated[Optional[str], typer.Option(
-        help="Recurrent cell: lstm, gru or rnn (Elman, tanh). Presets: lstm.")] = None,
+        help="Recurrent cell: lstm, gru, rnn (Elman, tanh) or irnn (ReLU recurrence "
+             "started at the identity, zero biases: Le, Jaitly & Hinton 2015). "
+             "Presets: lstm.")] = None,
     layers: Annotated[Optional[int], typer.Option(
         help=f"Stacked recurrent layers. Presets: {_per_preset('num_layers')}.")] = None,
     hidden: Annotated[Optional[int], typer.Option(
@@ -269,6 +271,10 @@ def train(
         "--tie-weights/--no-tie-weights",
         help="Share the embedding and output weights (needs --embed = --hidden). "
              "Default: no.")] = None,
+    learn_init_state: Annotated[Optional[bool], typer.Option(
+        "--learn-init-state/--no-learn-init-state",
+        help="Train the initial state h0 (and c0 for lstm) used at every document start, "
+             "instead of zeros. Default: no.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(
         help=f"Parallel lanes per batch. Presets: {_per_preset('batch_size')}.")] = None,
     bptt: Annotated[Optional[int], typer.Option(
@@ -338,6 +344,7 @@ def train(
                 report=view, prepare_progress=update, warn=_warn,
                 cell=cell, num_layers=layers, hidden_dim=hidden, embed_dim=embed,
                 dropout=dropout, weight_drop=weight_drop, tie_weights=tie_weights,
+                learn_init_state=learn_init_state,
                 batch_size=batch_size, bptt_len=bptt, lr=lr, optimizer=optimizer,
                 weight_decay=weight_decay, warmup_steps=warmup, schedule=schedule,
                 clip_norm=clip_norm, clip_value=clip_value, max_bad_steps=max_bad_steps,
@@ -487,6 +494,115 @@ def sample(
                 sys.stdout.flush()
         if chosen_seed:
             err.print(f"(seed {seed}: pass --seed {seed} to get this text again)")
+
+
+# ----- diagnose --------------------------------------------------------------------------------
+diagnose_app = typer.Typer(
+    no_args_is_help=True, rich_markup_mode=None,
+    help="Look inside a model: how gradients vanish or explode through the recurrence.")
+app.add_typer(diagnose_app, name="diagnose")
+
+
+def _free_name(path: Path) -> Path:
+    """``path``, or ``name-2.ext``, ``name-3.ext``... if it is taken."""
+    candidate, n = path, 1
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
+    return candidate
+
+
+@diagnose_app.command("gradients")
+def diagnose_gradients(
+    text: Annotated[Optional[list[Path]], typer.Argument(
+        help="UTF-8 text files to measure on. Default: the bundled Tiny Shakespeare.")] = None,
+    checkpoint: Annotated[Optional[list[Path]], typer.Option(
+        help="A run directory or .safetensors file to measure (repeatable).")] = None,
+    cell: Annotated[Optional[str], typer.Option(
+        help="Freshly initialised models of these cells, comma-separated (e.g. rnn,lstm). "
+             "Default: rnn,lstm when no --checkpoint is given.")] = None,
+    layers: Annotated[int, typer.Option(help="Layers of the fresh models.")] = 1,
+    hidden: Annotated[int, typer.Option(help="Hidden units of the fresh models.")] = 128,
+    embed: Annotated[int, typer.Option(help="Embedding size of the fresh models.")] = 64,
+    max_k: Annotated[int, typer.Option(
+        help="Longest distance k (steps) between the state and the loss.")] = 100,
+    windows: Annotated[int, typer.Option(
+        help="Positions in the text the curve is averaged over.")] = 128,
+    plot: Annotated[Optional[Path], typer.Option(
+        help="PNG file for the plot. Default: gradients.png (numbered if taken); an "
+             "explicit path that exists is refused.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for the fresh models and the positions.")] = 0,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print one JSON object instead of the tables.")] = False,
+):
+    """Measure how much the loss at step t depends on the recurrent state k steps back, the
+    norm of dL_t/ds_(t-k), averaged over many positions of real text; print a table, write a
+    log-scale plot (one curve per model), and report the largest weight-gradient norms seen
+    without clipping (the exploding side)."""
+    import torch
+
+    from .api import bundled_corpus, load
+    from .corpus import read_text
+    from .diagnose import gradient_profile, plot as write_plot, table_ks
+    from .model import CELLS, CharRNN, ModelConfig
+    from .vocab import CharVocab
+
+    with _Guard():
+        if plot is not None and plot.exists():
+            raise CharLMError(f"--plot {plot} exists; choose another path or remove it")
+        for name, value in (("--layers", layers), ("--hidden", hidden), ("--embed", embed),
+                            ("--max-k", max_k), ("--windows", windows)):
+            if value < 1:
+                raise CharLMError(f"{name} must be >= 1, got {value}")
+        paths = text or [bundled_corpus()]
+        raw = "".join(read_text(p) for p in paths)
+        cells = [c.strip() for c in cell.split(",") if c.strip()] if cell else []
+        if not cells and not checkpoint:
+            cells = ["rnn", "lstm"]
+        for c in cells:
+            if c not in CELLS:
+                raise CharLMError(f"--cell must be among {', '.join(CELLS)}, not {c!r}")
+        models = {}
+        for path in checkpoint or []:
+            lm = load(path)
+            models[str(path)] = (lm.model, lm.vocab)
+        if cells:
+            vocab = CharVocab(raw)
+            for c in cells:
+                torch.manual_seed(seed)
+                config = ModelConfig(vocab_size=vocab.size, cell=c, num_layers=layers,
+                                     hidden_dim=hidden, embed_dim=embed,
+                                     never_predict=(vocab.pad_id,))
+                models[f"{c} {layers}x{hidden} (fresh)"] = (CharRNN(config), vocab)
+        profiles = {}
+        for name, (model, vocab) in models.items():
+            tokens = vocab.encode(raw)
+            profiles[name] = gradient_profile(model, tokens, max_k=max_k, windows=windows,
+                                              seed=seed)
+        target = plot if plot is not None else _free_name(Path("gradients.png"))
+        source = ", ".join(str(p) for p in paths)
+        write_plot(profiles, target,
+                   f"gradient through the state, {source if text else 'Tiny Shakespeare'}")
+        if as_json:
+            print(json.dumps({"text": source, "plot": str(target), "models": profiles}))
+            return
+        table = Table(title=f"mean ||dL_t / ds_(t-k)|| over {windows} positions")
+        table.add_column("k", justify="right")
+        for name in profiles:
+            table.add_column(name, justify="right")
+        for k in table_ks(max_k):
+            table.add_row(str(k), *[f"{p['mean'][k - 1]:.3e}" for p in profiles.values()])
+        out.print(table)
+        ex = Table(title="weight-gradient norm of one window's loss, no clipping")
+        ex.add_column("model")
+        ex.add_column("median", justify="right")
+        ex.add_column("largest", justify="right")
+        ex.add_column("largest ||dL_t/ds_(t-k)||, any k", justify="right")
+        for name, p in profiles.items():
+            ex.add_row(name, f"{p['weight_grad_median']:.3g}", f"{p['weight_grad_max']:.3g}",
+                       f"{max(p['max']):.3g}")
+        out.print(ex)
+        err.print(f"plot: {target}")
 
 
 def _quiet_stdout():

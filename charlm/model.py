@@ -19,7 +19,11 @@ from .config import flag
 from .errors import CharLMError
 from .vocab import PAD_ID
 
-CELLS = ("lstm", "gru", "rnn")
+CELLS = ("lstm", "gru", "rnn", "irnn")
+# The fused torch.nn layer that runs each cell; irnn is nn.RNN with ReLU and its own init.
+_LAYERS = {"lstm": (nn.LSTM, {}), "gru": (nn.GRU, {}), "rnn": (nn.RNN, {"nonlinearity": "tanh"}),
+           "irnn": (nn.RNN, {"nonlinearity": "relu"})}
+IRNN_INPUT_STD = 0.001  # Le, Jaitly & Hinton 2015: identity recurrence, small input weights
 # What each --precision computes in (None: the weights' own float32); see CharRNN.compute_in.
 COMPUTE_DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 State = tuple[torch.Tensor, ...]  # (h,) or (h, c), each (num_layers, B, hidden_dim)
@@ -35,6 +39,7 @@ class ModelConfig:
     dropout: float = 0.0
     weight_drop: float = 0.0  # DropConnect on the hidden-to-hidden matrices while training
     tie_weights: bool = False
+    learn_init_state: bool = False  # a trained h0 (and c0) at every document start
     never_predict: tuple[int, ...] = (PAD_ID,)  # ids whose logits are -inf (PAD, UNK)
 
     def __post_init__(self):
@@ -72,11 +77,13 @@ class ModelConfig:
         return cls(**d)
 
     def num_parameters(self) -> int:
-        gates = {"lstm": 4, "gru": 3, "rnn": 1}[self.cell]
+        gates = {"lstm": 4, "gru": 3, "rnn": 1, "irnn": 1}[self.cell]
         h, e, v = self.hidden_dim, self.embed_dim, self.vocab_size
         rnn = gates * h * (e + h + 2) + (self.num_layers - 1) * gates * h * (2 * h + 2)
         head = (0 if self.tie_weights else v * h) + v
-        return v * e + rnn + head
+        init = self.num_layers * h * (2 if self.cell == "lstm" else 1) if self.learn_init_state \
+            else 0
+        return v * e + rnn + head + init
 
 
 class CharRNN(nn.Module):
@@ -87,10 +94,22 @@ class CharRNN(nn.Module):
         self.config = config
         c = config
         self.embed = nn.Embedding(c.vocab_size, c.embed_dim, padding_idx=PAD_ID)
-        rnn_cls = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[c.cell]
-        kwargs = {"nonlinearity": "tanh"} if c.cell == "rnn" else {}
+        rnn_cls, kwargs = _LAYERS[c.cell]
         self.rnn = rnn_cls(c.embed_dim, c.hidden_dim, c.num_layers, batch_first=True,
                            dropout=c.dropout if c.num_layers > 1 else 0.0, **kwargs)
+        if c.cell == "irnn":
+            with torch.no_grad():
+                for name, p in self.rnn.named_parameters():
+                    if name.startswith("weight_hh"):
+                        p.copy_(torch.eye(c.hidden_dim))
+                    elif name.startswith("weight_ih"):
+                        p.normal_(0.0, IRNN_INPUT_STD)
+                    else:
+                        p.zero_()
+        if c.learn_init_state:  # trained like any weight; zeros to start
+            shape = (c.num_layers, 1, c.hidden_dim)
+            self.init_state = nn.ParameterList(
+                nn.Parameter(torch.zeros(shape)) for _ in range(2 if c.cell == "lstm" else 1))
         self.drop = nn.Dropout(c.dropout)
         self.head = nn.Linear(c.hidden_dim, c.vocab_size)
         if c.tie_weights:
@@ -120,7 +139,11 @@ class CharRNN(nn.Module):
         return 2 if self.config.cell == "lstm" else 1
 
     def initial_state(self, batch_size: int) -> State:
+        """The state at a document start: zeros, or the learned h0 (and c0)."""
         c = self.config
+        if c.learn_init_state:
+            return tuple(p.expand(c.num_layers, batch_size, c.hidden_dim)
+                         for p in self.init_state)
         w = self.head.bias
         zeros = w.new_zeros(c.num_layers, batch_size, c.hidden_dim)
         return tuple(zeros.clone() for _ in range(self.state_size))

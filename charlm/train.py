@@ -89,9 +89,12 @@ def check_fits(config: ModelConfig, device: torch.device) -> None:
 
 
 def make_optimizer(model: CharRNN, cfg: TrainConfig) -> torch.optim.Optimizer:
-    # Weight decay applies to matrices only; biases, embeddings' PAD row etc. are left alone.
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    # Weight decay applies to weight matrices only; biases and a learned initial state are
+    # left alone.
+    def decays(name, p):
+        return p.dim() >= 2 and not name.startswith("init_state")
+    decay = [p for n, p in model.named_parameters() if decays(n, p)]
+    no_decay = [p for n, p in model.named_parameters() if not decays(n, p)]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
     if cfg.optimizer == "adamw":

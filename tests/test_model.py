@@ -14,7 +14,7 @@ def make(cell, **kw):
     return CharRNN(cfg).eval()
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "irnn"])
 def test_chunked_forward_with_carried_state_equals_full_forward(cell):
     model = make(cell)
     x = torch.randint(2, V, (3, 50))
@@ -28,7 +28,7 @@ def test_chunked_forward_with_carried_state_equals_full_forward(cell):
         assert torch.allclose(s, f, atol=1e-5)
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "irnn"])
 def test_reset_mask_equals_separate_documents(cell):
     model = make(cell)
     x = torch.randint(2, V, (2, 30))
@@ -94,7 +94,7 @@ def test_config_rejects_bad_values(bad):
         ModelConfig(vocab_size=V, **bad)
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "irnn"])
 def test_bf16_compute_follows_fp32_and_trains_the_fp32_weights(cell):
     model = make(cell).train()
     x = torch.randint(2, V, (3, 40))
@@ -135,7 +135,7 @@ def test_bf16_chunked_forward_with_carried_state_equals_full_forward():
     assert torch.allclose(torch.cat(pieces, 1).float(), full.float(), atol=2e-2)
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "irnn"])
 def test_weight_drop_drops_recurrent_weights_only_while_training(cell):
     torch.manual_seed(0)
     plain = make(cell)
@@ -154,3 +154,85 @@ def test_weight_drop_drops_recurrent_weights_only_while_training(cell):
     # The mask also applies with bf16 compute.
     with dropped.compute_in(torch.bfloat16):
         assert dropped(x)[0].dtype == torch.bfloat16
+
+
+def test_irnn_starts_at_the_identity_with_zero_biases():
+    model = make("irnn")
+    for name, p in model.rnn.named_parameters():
+        if name.startswith("weight_hh"):
+            assert torch.equal(p, torch.eye(16))
+        elif name.startswith("bias"):
+            assert torch.equal(p, torch.zeros_like(p))
+        else:
+            assert 0 < p.std() < 0.01  # small input weights
+    # ReLU recurrence: with a zero input projection the identity keeps a positive state as is.
+    h = torch.rand(2, 1, 16)
+    with torch.no_grad():
+        for name, p in model.rnn.named_parameters():
+            if name.startswith("weight_ih"):
+                p.zero_()
+        _, (h_next,) = model(torch.tensor([[3]]), (h,))
+    assert torch.allclose(h_next, h)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "irnn"])
+def test_gradients_match_finite_differences_in_float64(cell):
+    """The cell's analytic gradients (wrt its weights and the carried state) agree with
+    central finite differences on a tiny model in float64."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=7, cell=cell, num_layers=2, hidden_dim=4, embed_dim=3,
+                      learn_init_state=True, never_predict=(0,))
+    model = CharRNN(cfg).double().eval()
+    if cell == "irnn":  # away from its identity/zero start, so no ReLU sits within eps of its kink
+        with torch.no_grad():
+            for p in model.parameters():
+                p.normal_(0.0, 0.7)
+    x = torch.randint(1, 7, (2, 5))
+    reset = torch.zeros(2, 5, dtype=torch.bool)
+    reset[1, 2] = True  # a document start inside the chunk: the learned state enters there
+    names = [n for n, _ in model.named_parameters()]
+    start = tuple(torch.randn(2, 2, 4, dtype=torch.float64, requires_grad=True)
+                  for _ in range(model.state_size))
+
+    def loss(*tensors):
+        params = dict(zip(names, tensors[:len(names)]))
+        logits, state = torch.func.functional_call(model, params,
+                                                   (x, tensors[len(names):], reset))
+        return logits.log_softmax(-1)[..., 1:].sum() + sum(s.sum() for s in state)
+    inputs = tuple(p.detach().clone().requires_grad_() for p in model.parameters()) + start
+    assert torch.autograd.gradcheck(loss, inputs, eps=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_learned_initial_state_is_used_at_document_starts_and_trained(cell):
+    model = make(cell, learn_init_state=True)
+    with torch.no_grad():
+        for p in model.init_state:
+            p.uniform_(-0.5, 0.5)
+    x = torch.randint(2, V, (2, 12))
+    # A fresh start is the learned state, not zeros.
+    zeros = tuple(torch.zeros(2, 2, 16) for _ in range(model.state_size))
+    assert not torch.allclose(model(x)[0], model(x, zeros)[0])
+    learned = tuple(p.expand(2, 2, 16) for p in model.init_state)
+    assert torch.equal(model(x)[0], model(x, learned)[0])
+    # A reset mid-chunk puts the learned state back, and the loss reaches it there.
+    reset = torch.zeros(2, 12, dtype=torch.bool)
+    reset[0, 6] = True
+    logits, _ = model(x, zeros, reset)
+    expected = model(x[0:1, 6:], tuple(s[:, 0:1] for s in learned))[0]
+    assert torch.allclose(logits[0:1, 6:], expected, atol=1e-6)
+    logits[0, 6:].sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.init_state)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "irnn"])
+@pytest.mark.parametrize("options", [dict(), dict(learn_init_state=True),
+                                     dict(tie_weights=True, embed_dim=16, num_layers=3)])
+def test_parameter_count_is_exact(cell, options):
+    """num_parameters() (used to refuse forged checkpoints before allocating) counts exactly
+    the weights a checkpoint holds."""
+    kw = dict(vocab_size=V, cell=cell, num_layers=2, hidden_dim=16, embed_dim=8,
+              never_predict=(0,))
+    cfg = ModelConfig(**{**kw, **options})
+    model = CharRNN(cfg)
+    assert cfg.num_parameters() == sum(p.numel() for p in model.parameters())

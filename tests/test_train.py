@@ -260,3 +260,38 @@ def test_auto_precision_records_its_choice(tmp_path, small_corpus, monkeypatch, 
                          precision="auto").config.precision == other
     resumed = build_trainer(resume=tmp_path / "run", max_steps=6, precision="fp32")
     assert resumed.config.precision == "fp32" and resumed.run()["step"] == 6
+
+
+@pytest.mark.parametrize("extra", [dict(cell="irnn"), dict(cell="lstm", learn_init_state=True),
+                                   dict(cell="gru", learn_init_state=True),
+                                   dict(cell="irnn", learn_init_state=True)],
+                         ids=["irnn", "lstm-learned-h0", "gru-learned-h0", "irnn-learned-h0"])
+def test_each_cell_and_option_trains_resumes_evaluates_and_samples(tmp_path, small_corpus, extra):
+    options = tiny_options(num_layers=2, **extra)
+    full = build_trainer(small_corpus, out=tmp_path / "full", **options)
+    full.run()
+    first = build_trainer(small_corpus, out=tmp_path / "split", **options)
+
+    def stop_at_7(event, data):
+        if event == "step" and data["step"] == 7:
+            first.stop_requested = True
+    first.report = stop_at_7
+    first.run()
+    resumed = build_trainer(resume=tmp_path / "split")
+    resumed.run()
+    a, b = params(full.model), params(resumed.model)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    if extra.get("learn_init_state"):
+        assert any(k.startswith("init_state") for k in a)
+        assert any(a[k].abs().sum() > 0 for k in a if k.startswith("init_state"))  # trained
+    lm = charlm.load(tmp_path / "split", which="last")
+    assert lm.model.config.cell == extra["cell"]
+    text = "ROMEO: what light"
+    with torch.no_grad():
+        resumed.model.eval()
+        ids = [resumed.vocab.eod_id] + resumed.vocab.encode(text).tolist()
+        expected = resumed.model(torch.tensor([ids]))[0][0]
+    assert torch.equal(lm.logits(text), expected)  # the checkpoint gives identical logits
+    result = lm.evaluate(text)
+    assert result["chars"] == len(text) and math.isfinite(result["loss_nats"])
+    assert len(lm.sample("KING", length=20, temperature=0.8, seed=3)) == 20

@@ -1,0 +1,150 @@
+"""Vanishing and exploding gradients, measured on real text.
+
+``gradient_profile`` answers: how much does the loss at step t still depend on the recurrent
+state k steps earlier? For many windows of the text it runs the model one step at a time over
+``max_k`` symbols (after a warm-up that gives the state realistic values), takes the loss of
+the last step alone, L_t, and differentiates it with respect to every state carried between
+steps: s_{t-k} is the state step t-k hands to step t-k+1, so k = 1 is the state the last step
+starts from. ``norm(dL_t / ds_{t-k})`` for k = 1..max_k, averaged over the windows, is the curve:
+it falls off fast where the cell forgets (the Elman RNN) and slowly where it can carry
+information far (the LSTM). The state s is everything the cell carries from one step to the
+next: h of every layer, and c too for the LSTM.
+
+The exploding side: the gradient of each window's whole loss (the mean over its steps) with
+respect to the weights, as training would see it before any clipping; the largest norms show
+what clipping has to tame.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import CharLMError
+from .model import CharRNN
+from .vocab import PAD_ID
+
+WARM_UP = 64  # symbols read (no gradient) before each window
+
+
+def _windows(tokens: np.ndarray, count: int, length: int, seed: int) -> np.ndarray:
+    """``count`` start positions of windows of ``length`` symbols (plus the warm-up before)."""
+    room = len(tokens) - length - WARM_UP - 1
+    if room < 1:
+        raise CharLMError(f"the text is too short for the diagnostic: {len(tokens)} symbols, "
+                          f"--max-k {length - 1} needs more than {length + WARM_UP + 1}")
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, room, size=count) + WARM_UP
+
+
+def gradient_profile(model: CharRNN, tokens: np.ndarray, max_k: int = 100,
+                     windows: int = 128, batch: int = 32, exploding_windows: int = 32,
+                     seed: int = 0) -> dict:
+    """Mean and largest ``norm(dL_t/ds_{t-k})`` over ``windows`` windows, for k = 0..max_k,
+    and the weight-gradient norms of ``exploding_windows`` single windows."""
+    if max_k < 1:
+        raise CharLMError(f"--max-k must be >= 1, got {max_k}")
+    if windows < 1 or exploding_windows < 0:
+        raise CharLMError("--windows must be >= 1")
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()  # no dropout: the curve belongs to the network, not to a dropout mask
+    length = max_k + 1  # the warm-up's last state, then max_k steps
+    starts = _windows(tokens, windows, length, seed)
+    data = torch.from_numpy(np.asarray(tokens, dtype=np.int64))
+    sums = torch.zeros(length, dtype=torch.float64)
+    peaks = torch.zeros(length, dtype=torch.float64)
+    try:
+        for first in range(0, len(starts), batch):
+            group = starts[first:first + batch]
+            idx = torch.as_tensor(group)[:, None] + torch.arange(-WARM_UP, max_k + 1)[None, :]
+            seq = data[idx].to(device)  # (B, warm-up + max_k inputs + the last target)
+            with torch.no_grad():
+                _, state = model(seq[:, :WARM_UP])
+            inputs, target = seq[:, WARM_UP:WARM_UP + max_k], seq[:, WARM_UP + max_k]
+            # Each state carried into a step, in order: s_(t-max_k) ... s_(t-1). They are
+            # leaves of the graph (an exact copy of the carried values) so the gradient with
+            # respect to each is the gradient through that link of the chain.
+            states = []
+            for t in range(max_k):
+                state = tuple(s.detach().requires_grad_() for s in state) if t == 0 else state
+                states.append(state)
+                logits, state = model(inputs[:, t:t + 1], state)
+            # The last step's loss, summed over windows: each window's loss depends on its own
+            # states only, so one backward pass gives every window's gradients.
+            loss = nn.functional.cross_entropy(logits[:, -1].float(), target,
+                                               ignore_index=PAD_ID, reduction="sum")
+            flat = [s for st in states for s in st]
+            grads = torch.autograd.grad(loss, flat, allow_unused=True)
+            per_state = len(states[0])
+            for t in range(max_k):
+                parts = [g if g is not None else torch.zeros_like(flat[t * per_state + j])
+                         for j, g in enumerate(grads[t * per_state:(t + 1) * per_state])]
+                # (layers, B, H) pieces -> one norm per window
+                sq = sum(p.double().pow(2).sum(dim=(0, 2)) for p in parts)
+                norms = sq.sqrt().cpu()
+                k = max_k - t
+                sums[k] += norms.sum()
+                peaks[k] = max(peaks[k], norms.max())
+        exploding = []
+        params = [p for p in model.parameters() if p.requires_grad]
+        for start in _windows(tokens, exploding_windows, length, seed + 1) \
+                if exploding_windows else []:
+            seq = data[start - WARM_UP:start + length + 1].to(device)[None]
+            with torch.no_grad():
+                _, state = model(seq[:, :WARM_UP])
+            logits, _ = model(seq[:, WARM_UP:WARM_UP + max_k], state)
+            loss = nn.functional.cross_entropy(logits[0].float(),
+                                               seq[0, WARM_UP + 1:WARM_UP + max_k + 1],
+                                               ignore_index=PAD_ID)
+            grads = torch.autograd.grad(loss, params, allow_unused=True)
+            exploding.append(math.sqrt(sum(float(g.double().pow(2).sum())
+                                           for g in grads if g is not None)))
+    finally:
+        model.train(was_training)
+    mean = (sums / len(starts))[1:].tolist()
+    return {"k": list(range(1, length)), "mean": mean, "max": peaks[1:].tolist(),
+            "windows": int(len(starts)),
+            "weight_grad_norms": sorted(exploding),
+            "weight_grad_max": max(exploding) if exploding else None,
+            "weight_grad_median": float(np.median(exploding)) if exploding else None}
+
+
+def table_ks(max_k: int) -> list[int]:
+    """The k shown in the table: 1, 2, 5, 10, 20, 50, ... up to max_k."""
+    ks, base = [], 1
+    while base <= max_k:
+        for m in (1, 2, 5):
+            if m * base <= max_k:
+                ks.append(m * base)
+        base *= 10
+    if ks[-1] != max_k:
+        ks.append(max_k)
+    return ks
+
+
+def plot(profiles: dict[str, dict], path, title: str) -> None:
+    """One curve per model: mean norm(dL_t/ds_{t-k}) against k, log scale."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise CharLMError("writing the plot needs matplotlib: pip install matplotlib") from None
+    fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
+    for name, prof in profiles.items():
+        ys = np.asarray(prof["mean"], dtype=float)
+        ys = np.where(ys > 0, ys, np.nan)  # log scale: an exact zero is off the chart
+        ax.plot(prof["k"], ys, label=name, linewidth=1.8)
+    ax.set_yscale("log")
+    ax.set_xlabel("k: steps between the state and the loss")
+    ax.set_ylabel("mean ||dL_t / ds_(t-k)||")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
