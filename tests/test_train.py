@@ -23,6 +23,24 @@ def read_metrics(run_dir):
     return [json.loads(line) for line in lines]
 
 
+def run_whole_and_interrupted(corpus, tmp_path, options, stop_at=7):
+    """The same run twice: uninterrupted in tmp_path/full, and in tmp_path/split stopped
+    (as by Ctrl-C) after step ``stop_at`` and resumed to the end. Returns both trainers."""
+    full = build_trainer(corpus, out=tmp_path / "full", **options)
+    full.run()
+    first = build_trainer(corpus, out=tmp_path / "split", **options)
+
+    def stop(event, data):
+        if event == "step" and data["step"] == stop_at:
+            first.stop_requested = True
+    first.report = stop
+    assert first.run()["status"] == "interrupted"
+    resumed = build_trainer(resume=tmp_path / "split")
+    assert resumed.pos.step == stop_at
+    resumed.run()
+    return full, resumed
+
+
 def test_overfits_a_tiny_corpus(tmp_path):
     text = "the cat sat on the mat. " * 40
     corpus = tmp_path / "tiny.txt"
@@ -79,17 +97,7 @@ def test_checkpoint_round_trip_gives_identical_logits(tmp_path, small_corpus):
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_resume_equals_uninterrupted_run(tmp_path, small_corpus, precision):
     options = tiny_options(dropout=0.1, num_layers=2, precision=precision)
-    full = build_trainer(small_corpus, out=tmp_path / "full", **options)
-    full.run()
-    first = build_trainer(small_corpus, out=tmp_path / "split", **options)
-    def stop_at_7(event, data):
-        if event == "step" and data["step"] == 7:
-            first.stop_requested = True
-    first.report = stop_at_7
-    assert first.run()["status"] == "interrupted"
-    resumed = build_trainer(resume=tmp_path / "split")
-    assert resumed.pos.step == 7
-    resumed.run()
+    full, resumed = run_whole_and_interrupted(small_corpus, tmp_path, options)
     a, b = params(full.model), params(resumed.model)
     assert all(torch.equal(a[k], b[k]) for k in a)
     losses = lambda d: [m["loss"] for m in read_metrics(d) if "loss" in m]
@@ -268,17 +276,7 @@ def test_auto_precision_records_its_choice(tmp_path, small_corpus, monkeypatch, 
                          ids=["irnn", "lstm-learned-h0", "gru-learned-h0", "irnn-learned-h0"])
 def test_each_cell_and_option_trains_resumes_evaluates_and_samples(tmp_path, small_corpus, extra):
     options = tiny_options(num_layers=2, **extra)
-    full = build_trainer(small_corpus, out=tmp_path / "full", **options)
-    full.run()
-    first = build_trainer(small_corpus, out=tmp_path / "split", **options)
-
-    def stop_at_7(event, data):
-        if event == "step" and data["step"] == 7:
-            first.stop_requested = True
-    first.report = stop_at_7
-    first.run()
-    resumed = build_trainer(resume=tmp_path / "split")
-    resumed.run()
+    full, resumed = run_whole_and_interrupted(small_corpus, tmp_path, options)
     a, b = params(full.model), params(resumed.model)
     assert all(torch.equal(a[k], b[k]) for k in a)
     if extra.get("learn_init_state"):
