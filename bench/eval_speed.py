@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,7 @@ import torch
 
 import charlm
 from charlm.api import build_trainer, bundled_corpus
+from steprate import train_step_rate
 
 
 def make_text(mb: float, seed: int = 0) -> str:
@@ -62,14 +62,7 @@ def main():
                                     hidden_dim=args.hidden, num_layers=args.layers,
                                     max_steps=10**9, device="cpu", precision=precision)
             trainer.write_run_files()
-            for _ in range(3):
-                trainer.train_step()  # warm up
-            times = []
-            for _ in range(args.train_steps):
-                t = time.perf_counter()
-                out = trainer.train_step()
-                times.append((time.perf_counter() - t) / out["symbols"])
-            rates[precision] = 1 / statistics.median(times)
+            rates[precision] = train_step_rate(trainer, args.train_steps)
         train_cps = rates["bf16"]
         trainer.save("best.safetensors")
 

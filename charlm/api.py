@@ -30,7 +30,8 @@ from .train import BEST, LAST, Report, Trainer, resolve_device
 
 DEFAULT_RUNS = Path("checkpoints")
 MODEL_OPTIONS = ("cell", "num_layers", "hidden_dim", "embed_dim", "dropout", "weight_drop",
-                 "tie_weights", "learn_init_state")
+                 "tie_weights", "learn_init_state", "layer_norm", "recurrent_dropout", "leak",
+                 "learn_leak")
 # Options that may change when a run is resumed; everything else must match the checkpoint.
 RESUMABLE_OPTIONS = ("max_steps", "epochs", "max_time", "eval_every", "save_every", "device",
                      "precision", "max_bad_steps")

@@ -251,9 +251,25 @@ def train(
              "--epochs, --max-time, --eval-every, --save-every, --device, --precision and "
              "--max-bad-steps may change.")] = None,
     cell: Annotated[Optional[str], typer.Option(
-        help="Recurrent cell: lstm, gru, rnn (Elman, tanh) or irnn (ReLU recurrence "
-             "started at the identity, zero biases: Le, Jaitly & Hinton 2015). "
+        help="Recurrent cell: lstm, gru, rnn (Elman, tanh), irnn (ReLU recurrence "
+             "started at the identity, zero biases: Le, Jaitly & Hinton 2015) or leaky "
+             "(leaky-integrator units, h' = g h + (1 - g) tanh(...); see --leak). "
              "Presets: lstm.")] = None,
+    leak: Annotated[Optional[float], typer.Option(
+        help="Leaky cell: the share g of the old state each unit keeps per step, in (0, 1). "
+             "Default: 0.5.")] = None,
+    learn_leak: Annotated[Optional[bool], typer.Option(
+        "--learn-leak/--no-learn-leak",
+        help="Leaky cell: learn g per unit (starting at --leak). Default: no.")] = None,
+    layer_norm: Annotated[Optional[bool], typer.Option(
+        "--layer-norm/--no-layer-norm",
+        help="Layer normalisation inside the recurrence, before the nonlinearities (Ba, Kiros "
+             "& Hinton 2016); runs the layers step by step. Default: no.")] = None,
+    recurrent_dropout: Annotated[Optional[float], typer.Option(
+        help="Dropout on the recurrent update without memory loss (Semeniuta et al. 2016): "
+             "the LSTM's candidate g, the GRU's candidate n, the leaky unit's new value, the "
+             "Elman/IRNN recurrent input; one mask per chunk; runs the layers step by step. "
+             "Default: 0.")] = None,
     layers: Annotated[Optional[int], typer.Option(
         help=f"Stacked recurrent layers. Presets: {_per_preset('num_layers')}.")] = None,
     hidden: Annotated[Optional[int], typer.Option(
@@ -344,7 +360,8 @@ def train(
                 report=view, prepare_progress=update, warn=_warn,
                 cell=cell, num_layers=layers, hidden_dim=hidden, embed_dim=embed,
                 dropout=dropout, weight_drop=weight_drop, tie_weights=tie_weights,
-                learn_init_state=learn_init_state,
+                learn_init_state=learn_init_state, leak=leak, learn_leak=learn_leak,
+                layer_norm=layer_norm, recurrent_dropout=recurrent_dropout,
                 batch_size=batch_size, bptt_len=bptt, lr=lr, optimizer=optimizer,
                 weight_decay=weight_decay, warmup_steps=warmup, schedule=schedule,
                 clip_norm=clip_norm, clip_value=clip_value, max_bad_steps=max_bad_steps,

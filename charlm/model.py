@@ -15,11 +15,13 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from .cells import GATES, LoopRNN, layer_norm_sizes
 from .config import flag
 from .errors import CharLMError
 from .vocab import PAD_ID
 
-CELLS = ("lstm", "gru", "rnn", "irnn")
+CELLS = ("lstm", "gru", "rnn", "irnn", "leaky")
+FUSED_CELLS = ("lstm", "gru", "rnn", "irnn")  # the rest, and some options, run in cells.LoopRNN
 # The fused torch.nn layer that runs each cell; irnn is nn.RNN with ReLU and its own init.
 _LAYERS = {"lstm": (nn.LSTM, {}), "gru": (nn.GRU, {}), "rnn": (nn.RNN, {"nonlinearity": "tanh"}),
            "irnn": (nn.RNN, {"nonlinearity": "relu"})}
@@ -40,6 +42,10 @@ class ModelConfig:
     weight_drop: float = 0.0  # DropConnect on the hidden-to-hidden matrices while training
     tie_weights: bool = False
     learn_init_state: bool = False  # a trained h0 (and c0) at every document start
+    layer_norm: bool = False        # inside the recurrence, before the nonlinearities
+    recurrent_dropout: float = 0.0  # on the recurrent update, one mask per chunk
+    leak: float = 0.5               # leaky cell: h' = g h + (1 - g) tanh(...), g = leak
+    learn_leak: bool = False        # leaky cell: g learned per unit, starting at leak
     never_predict: tuple[int, ...] = (PAD_ID,)  # ids whose logits are -inf (PAD, UNK)
 
     def __post_init__(self):
@@ -51,6 +57,13 @@ class ModelConfig:
                 raise CharLMError(f"{flag(name)} must be a positive integer, got {value!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise CharLMError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if not 0.0 <= self.recurrent_dropout < 1.0:
+            raise CharLMError(f"--recurrent-dropout must be in [0, 1), got "
+                              f"{self.recurrent_dropout}")
+        if not 0.0 < self.leak < 1.0:
+            raise CharLMError(f"--leak must be in (0, 1), got {self.leak}")
+        if self.cell != "leaky" and (self.learn_leak or self.leak != 0.5):
+            raise CharLMError("--leak and --learn-leak apply only to --cell leaky")
         if not 0.0 <= self.weight_drop < 1.0:
             raise CharLMError(f"--weight-drop must be in [0, 1), got {self.weight_drop}")
         if self.tie_weights and self.embed_dim != self.hidden_dim:
@@ -77,13 +90,21 @@ class ModelConfig:
         return cls(**d)
 
     def num_parameters(self) -> int:
-        gates = {"lstm": 4, "gru": 3, "rnn": 1, "irnn": 1}[self.cell]
+        gates = GATES[self.cell]
         h, e, v = self.hidden_dim, self.embed_dim, self.vocab_size
         rnn = gates * h * (e + h + 2) + (self.num_layers - 1) * gates * h * (2 * h + 2)
         head = (0 if self.tie_weights else v * h) + v
         init = self.num_layers * h * (2 if self.cell == "lstm" else 1) if self.learn_init_state \
             else 0
-        return v * e + rnn + head + init
+        norm = 2 * sum(layer_norm_sizes(self.cell, h)) * self.num_layers if self.layer_norm \
+            else 0
+        leak = self.num_layers * h if self.learn_leak else 0
+        return v * e + rnn + head + init + norm + leak
+
+    @property
+    def uses_loop(self) -> bool:
+        """Whether the layers run step by step (cells.LoopRNN) rather than fused."""
+        return self.cell not in FUSED_CELLS or self.layer_norm or self.recurrent_dropout > 0
 
 
 class CharRNN(nn.Module):
@@ -94,9 +115,14 @@ class CharRNN(nn.Module):
         self.config = config
         c = config
         self.embed = nn.Embedding(c.vocab_size, c.embed_dim, padding_idx=PAD_ID)
-        rnn_cls, kwargs = _LAYERS[c.cell]
-        self.rnn = rnn_cls(c.embed_dim, c.hidden_dim, c.num_layers, batch_first=True,
-                           dropout=c.dropout if c.num_layers > 1 else 0.0, **kwargs)
+        between = c.dropout if c.num_layers > 1 else 0.0
+        if c.uses_loop:
+            self.rnn = LoopRNN(c.cell, c.embed_dim, c.hidden_dim, c.num_layers, between,
+                               c.layer_norm, c.recurrent_dropout, c.leak, c.learn_leak)
+        else:
+            rnn_cls, kwargs = _LAYERS[c.cell]
+            self.rnn = rnn_cls(c.embed_dim, c.hidden_dim, c.num_layers, batch_first=True,
+                               dropout=between, **kwargs)
         if c.cell == "irnn":
             with torch.no_grad():
                 for name, p in self.rnn.named_parameters():
@@ -104,7 +130,7 @@ class CharRNN(nn.Module):
                         p.copy_(torch.eye(c.hidden_dim))
                     elif name.startswith("weight_ih"):
                         p.normal_(0.0, IRNN_INPUT_STD)
-                    else:
+                    elif name.startswith("bias_"):
                         p.zero_()
         if c.learn_init_state:  # trained like any weight; zeros to start
             shape = (c.num_layers, 1, c.hidden_dim)
@@ -187,21 +213,13 @@ class CharRNN(nn.Module):
             for name in weights:
                 if name.startswith("weight_hh"):
                     weights[name] = nn.functional.dropout(weights[name], p, training=True)
-        if reset is None:
-            out, state = self._run(x, state, weights)
-        else:
-            # Split the chunk at the time steps where some lane resets; run each stretch fused.
-            times = torch.nonzero(reset.any(dim=0)).flatten().tolist()
-            pieces, prev = [], 0
-            for t in times:
-                if t > prev:
-                    o, state = self._run(x[:, prev:t], state, weights)
-                    pieces.append(o)
-                state = self.reset_state(state, reset[:, t])
-                prev = t
-            o, state = self._run(x[:, prev:], state, weights)
-            pieces.append(o)
-            out = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)
+        if isinstance(self.rnn, LoopRNN):  # one recurrent-dropout mask for the whole chunk
+            self.rnn.sample_masks(batch, x.device, x.dtype)
+        try:
+            out, state = self._stretches(x, state, reset, weights)
+        finally:
+            if isinstance(self.rnn, LoopRNN):
+                self.rnn.clear_masks()
         if dtype is None:
             logits = self.head(self.drop(out))  # (B, T, V)
         else:
@@ -210,6 +228,24 @@ class CharRNN(nn.Module):
             state = tuple(s.to(self.head.bias.dtype) for s in state)
         logits.index_fill_(-1, self._never, float("-inf"))  # safe: linear keeps no output
         return logits, state
+
+    def _stretches(self, x: torch.Tensor, state: State, reset: torch.Tensor | None,
+                   weights: dict | None) -> tuple[torch.Tensor, State]:
+        """Run the layers over the chunk, split at the time steps where some lane resets (a
+        document starts there); each stretch runs as one call."""
+        if reset is None:
+            return self._run(x, state, weights)
+        times = torch.nonzero(reset.any(dim=0)).flatten().tolist()
+        pieces, prev = [], 0
+        for t in times:
+            if t > prev:
+                o, state = self._run(x[:, prev:t], state, weights)
+                pieces.append(o)
+            state = self.reset_state(state, reset[:, t])
+            prev = t
+        o, state = self._run(x[:, prev:], state, weights)
+        pieces.append(o)
+        return (pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)), state
 
 
 def loss_sum(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, int]:

@@ -94,7 +94,7 @@ def test_config_rejects_bad_values(bad):
         ModelConfig(vocab_size=V, **bad)
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "irnn"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "irnn", "leaky"])
 def test_bf16_compute_follows_fp32_and_trains_the_fp32_weights(cell):
     model = make(cell).train()
     x = torch.randint(2, V, (3, 40))
@@ -175,13 +175,24 @@ def test_irnn_starts_at_the_identity_with_zero_biases():
     assert torch.allclose(h_next, h)
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "irnn"])
-def test_gradients_match_finite_differences_in_float64(cell):
+GRADCHECK = {"lstm": {}, "gru": {}, "rnn": {}, "irnn": {},
+             "leaky": dict(cell="leaky", leak=0.3), "leaky learned": dict(cell="leaky",
+                                                                          learn_leak=True),
+             "lstm layer norm": dict(cell="lstm", layer_norm=True),
+             "gru layer norm": dict(cell="gru", layer_norm=True),
+             "rnn layer norm": dict(cell="rnn", layer_norm=True),
+             "leaky layer norm": dict(cell="leaky", layer_norm=True)}
+
+
+@pytest.mark.parametrize("case", list(GRADCHECK))
+def test_gradients_match_finite_differences_in_float64(case):
     """The cell's analytic gradients (wrt its weights and the carried state) agree with
     central finite differences on a tiny model in float64."""
+    options = GRADCHECK[case] or dict(cell=case)
+    cell = options["cell"]
     torch.manual_seed(0)
-    cfg = ModelConfig(vocab_size=7, cell=cell, num_layers=2, hidden_dim=4, embed_dim=3,
-                      learn_init_state=True, never_predict=(0,))
+    cfg = ModelConfig(vocab_size=7, num_layers=2, hidden_dim=4, embed_dim=3,
+                      learn_init_state=True, never_predict=(0,), **options)
     model = CharRNN(cfg).double().eval()
     if cell == "irnn":  # away from its identity/zero start, so no ReLU sits within eps of its kink
         with torch.no_grad():
@@ -225,9 +236,10 @@ def test_learned_initial_state_is_used_at_document_starts_and_trained(cell):
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.init_state)
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "irnn"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "irnn", "leaky"])
 @pytest.mark.parametrize("options", [dict(), dict(learn_init_state=True),
-                                     dict(tie_weights=True, embed_dim=16, num_layers=3)])
+                                     dict(tie_weights=True, embed_dim=16, num_layers=3),
+                                     dict(layer_norm=True, recurrent_dropout=0.2)])
 def test_parameter_count_is_exact(cell, options):
     """num_parameters() (used to refuse forged checkpoints before allocating) counts exactly
     the weights a checkpoint holds."""
@@ -236,3 +248,93 @@ def test_parameter_count_is_exact(cell, options):
     cfg = ModelConfig(**{**kw, **options})
     model = CharRNN(cfg)
     assert cfg.num_parameters() == sum(p.numel() for p in model.parameters())
+
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "irnn"])
+def test_the_step_loop_equals_the_fused_layer(cell):
+    """With no option that needs it, the per-step LoopRNN computes what the fused torch.nn
+    layer computes, from the same weights (same names, same gate layout)."""
+    from charlm.cells import LoopRNN
+
+    fused = make(cell).rnn
+    loop = LoopRNN(cell, 8, 16, 2)
+    loop.load_state_dict(fused.state_dict())
+    x = torch.randn(3, 20, 8)
+    start = tuple(torch.randn(2, 3, 16) for _ in range(2 if cell == "lstm" else 1))
+    hx = start if cell == "lstm" else start[0]
+    with torch.no_grad():
+        a_out, a_state = fused(x, hx)
+        b_out, b_state = loop(x, hx)
+    assert torch.allclose(a_out, b_out, atol=1e-5)
+    for a, b in zip(a_state if cell == "lstm" else (a_state,),
+                    b_state if cell == "lstm" else (b_state,)):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_leaky_units_integrate_with_their_leak():
+    model = make("leaky", leak=0.9)
+    rnn = model.rnn
+    x = torch.randn(2, 1, 8)
+    h = torch.randn(2, 2, 16)
+    with torch.no_grad():
+        out, h_next = rnn(x, h)
+        w_ih, w_hh = rnn.weight_ih_l0, rnn.weight_hh_l0
+        new = torch.tanh(x[:, 0] @ w_ih.t() + rnn.bias_ih_l0 + h[0] @ w_hh.t() + rnn.bias_hh_l0)
+    assert torch.allclose(h_next[0], 0.9 * h[0] + 0.1 * new, atol=1e-6)
+    learned = make("leaky", learn_leak=True, leak=0.8).rnn
+    assert torch.allclose(torch.sigmoid(learned.leak_logit_l0), torch.full((16,), 0.8))
+    assert learned.leak_logit_l0.requires_grad
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "leaky", "rnn"])
+def test_recurrent_dropout_one_mask_per_chunk_and_no_memory_loss(cell, monkeypatch):
+    from charlm.cells import LoopRNN
+
+    model = make(cell, recurrent_dropout=0.5).train()
+    calls = []
+    original = LoopRNN.sample_masks
+
+    def counted(self, batch, device, dtype):
+        calls.append(batch)
+        original(self, batch, device, dtype)
+    monkeypatch.setattr(LoopRNN, "sample_masks", counted)
+    x = torch.randint(2, V, (3, 12))
+    reset = torch.zeros(3, 12, dtype=torch.bool)
+    reset[1, 5] = True  # the chunk runs as two stretches: both must share one mask
+    model(x, None, reset)
+    assert calls == [3]
+    assert model.rnn._masks is None  # cleared after the chunk
+    # The masks apply while training only, and are the same at every step: with every unit
+    # dropped, LSTM/GRU/leaky state still carries (no memory loss).
+    rnn = model.rnn
+    rnn.sample_masks(3, x.device, torch.float32)
+    rnn._masks = [torch.zeros(3, 16) for _ in rnn._masks]
+    e = torch.randn(3, 1, 8)  # one step; below, the first layer's state after it
+    start = tuple(torch.randn(2, 3, 16) for _ in range(model.state_size))
+    _, state = rnn(e, start if cell == "lstm" else start[0])
+    h0, h1 = start[0][0], (state[0] if cell == "lstm" else state)[0]
+    if cell == "lstm":  # c' = s(f) c: a zero candidate leaves a decayed copy of the old cell
+        f = torch.sigmoid((e[:, 0] @ rnn.weight_ih_l0.t() + rnn.bias_ih_l0
+                           + h0 @ rnn.weight_hh_l0.t() + rnn.bias_hh_l0)[:, 16:32])
+        assert torch.allclose(state[1][0], f * start[1][0], atol=1e-6)
+    elif cell == "gru":  # h' = z h: each unit keeps a share of its old value, sign included
+        assert (h1 * h0 >= 0).all() and (h1.abs() <= h0.abs() + 1e-6).all()
+    elif cell == "leaky":  # h' = g h exactly
+        assert torch.allclose(h1, rnn.leak * h0)
+    else:  # Elman: the recurrent input is dropped, so h' depends on the input alone
+        alone = torch.tanh(e[:, 0] @ rnn.weight_ih_l0.t() + rnn.bias_ih_l0 + rnn.bias_hh_l0)
+        assert torch.allclose(h1, alone, atol=1e-6)
+    rnn.clear_masks()
+    model.eval()
+    a = model(x)[0]
+    assert torch.equal(a, model(x)[0])  # no dropout at evaluation
+
+
+def test_options_for_the_wrong_cell_are_refused():
+    with pytest.raises(CharLMError, match="--leak and --learn-leak apply only to --cell leaky"):
+        ModelConfig(vocab_size=V, cell="lstm", learn_leak=True)
+    with pytest.raises(CharLMError, match="--recurrent-dropout must be in"):
+        ModelConfig(vocab_size=V, recurrent_dropout=1.0)
+    with pytest.raises(CharLMError, match="--leak must be in"):
+        ModelConfig(vocab_size=V, cell="leaky", leak=1.0)

@@ -270,10 +270,23 @@ def test_auto_precision_records_its_choice(tmp_path, small_corpus, monkeypatch, 
     assert resumed.config.precision == "fp32" and resumed.run()["step"] == 6
 
 
-@pytest.mark.parametrize("extra", [dict(cell="irnn"), dict(cell="lstm", learn_init_state=True),
-                                   dict(cell="gru", learn_init_state=True),
-                                   dict(cell="irnn", learn_init_state=True)],
-                         ids=["irnn", "lstm-learned-h0", "gru-learned-h0", "irnn-learned-h0"])
+CELL_OPTIONS = {
+    "irnn": dict(cell="irnn"),
+    "lstm-learned-h0": dict(cell="lstm", learn_init_state=True),
+    "gru-learned-h0": dict(cell="gru", learn_init_state=True),
+    "irnn-learned-h0": dict(cell="irnn", learn_init_state=True),
+    "leaky": dict(cell="leaky", leak=0.7),
+    "leaky-learned-leak": dict(cell="leaky", learn_leak=True, recurrent_dropout=0.2),
+    "lstm-layer-norm": dict(cell="lstm", layer_norm=True),
+    "gru-layer-norm": dict(cell="gru", layer_norm=True),
+    "rnn-layer-norm": dict(cell="rnn", layer_norm=True),
+    "lstm-recurrent-dropout": dict(cell="lstm", recurrent_dropout=0.25),
+    "gru-recurrent-dropout": dict(cell="gru", recurrent_dropout=0.25, weight_drop=0.2),
+    "rnn-recurrent-dropout": dict(cell="rnn", recurrent_dropout=0.25, layer_norm=True),
+}
+
+
+@pytest.mark.parametrize("extra", list(CELL_OPTIONS.values()), ids=list(CELL_OPTIONS))
 def test_each_cell_and_option_trains_resumes_evaluates_and_samples(tmp_path, small_corpus, extra):
     options = tiny_options(num_layers=2, **extra)
     full, resumed = run_whole_and_interrupted(small_corpus, tmp_path, options)

@@ -1,0 +1,170 @@
+"""Recurrent layers run one time step at a time, for what the fused torch.nn layers lack.
+
+``LoopRNN`` is a stack of layers with the interface of ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN``
+(batch first; state (layers, B, H), a tuple (h, c) for the LSTM; parameters named
+``weight_ih_l{k}``, ``weight_hh_l{k}``, ``bias_ih_l{k}``, ``bias_hh_l{k}`` so weight drop and the
+bf16 path treat both alike). The input-to-hidden products of a whole stretch are one matrix
+product; only the hidden-to-hidden product and the gate arithmetic run per step.
+
+Cells (the gate layout of each matrix follows torch.nn):
+
+    lstm   i, f, g, o = split(W_x x + W_h h + b);  c' = s(f) c + s(i) D(tanh g);
+           h' = s(o) tanh(LN_c(c'))
+    gru    r, z = s(split(W_x x + W_h h + b)[:2]);  n = tanh(W_xn x + b_xn + r (W_hn h + b_hn))
+           h' = (1 - z) D(n) + z h
+    rnn    h' = tanh(W_x x + W_h D(h) + b)                      (Elman)
+    irnn   h' = relu(W_x x + W_h D(h) + b)                      (identity start, see model)
+    leaky  h' = g h + (1 - g) D(tanh(W_x x + W_h h + b))      (leaky integrator, g per unit)
+
+Options:
+
+* layer norm (``layer_norm``, Ba, Kiros & Hinton 2016): the pre-activations are normalised
+  (with a learned gain and bias) before the nonlinearity: all four LSTM gates together and the
+  LSTM's cell before its tanh; the GRU's r, z together and its candidate; the Elman, IRNN and
+  leaky units' one pre-activation.
+* recurrent dropout (``recurrent_dropout`` P, D above, Semeniuta, Severyn & Barth 2016): while
+  training, a dropout mask on the recurrent update that never erases memory: the LSTM's
+  candidate g, the GRU's candidate n, the leaky unit's new value. The Elman and IRNN cells keep
+  no memory apart from h, so there the mask drops the recurrent input h (as in Gal &
+  Ghahramani's variational dropout). One mask per chunk, the same at every time step.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+GATES = {"lstm": 4, "gru": 3, "rnn": 1, "irnn": 1, "leaky": 1}
+
+
+def layer_norm_sizes(cell: str, hidden: int) -> list[int]:
+    """The widths normalised in one layer (each has a gain and a bias)."""
+    return {"lstm": [4 * hidden, hidden], "gru": [2 * hidden, hidden]}.get(cell, [hidden])
+
+
+class LoopRNN(nn.Module):
+    def __init__(self, cell: str, input_size: int, hidden_size: int, num_layers: int,
+                 dropout: float = 0.0, layer_norm: bool = False, recurrent_dropout: float = 0.0,
+                 leak: float = 0.5, learn_leak: bool = False):
+        super().__init__()
+        self.cell, self.hidden_size, self.num_layers = cell, hidden_size, num_layers
+        self.dropout, self.layer_norm = dropout, layer_norm
+        self.recurrent_dropout = recurrent_dropout
+        self.learn_leak = learn_leak
+        self.leak = leak
+        g, h = GATES[cell], hidden_size
+        for k in range(num_layers):
+            inp = input_size if k == 0 else h
+            self.register_parameter(f"weight_ih_l{k}", nn.Parameter(torch.empty(g * h, inp)))
+            self.register_parameter(f"weight_hh_l{k}", nn.Parameter(torch.empty(g * h, h)))
+            self.register_parameter(f"bias_ih_l{k}", nn.Parameter(torch.empty(g * h)))
+            self.register_parameter(f"bias_hh_l{k}", nn.Parameter(torch.empty(g * h)))
+            if layer_norm:
+                for j, width in enumerate(layer_norm_sizes(cell, h)):
+                    self.register_parameter(f"ln{j}_weight_l{k}", nn.Parameter(torch.ones(width)))
+                    self.register_parameter(f"ln{j}_bias_l{k}", nn.Parameter(torch.zeros(width)))
+            if cell == "leaky" and learn_leak:
+                # g = sigmoid(leak_logit), one per unit, starting at the given leak
+                logit = math.log(leak / (1 - leak))
+                self.register_parameter(f"leak_logit_l{k}", nn.Parameter(torch.full((h,), logit)))
+        bound = 1 / math.sqrt(h)
+        with torch.no_grad():
+            for name, p in self.named_parameters():
+                if name.startswith(("weight_", "bias_")):
+                    p.uniform_(-bound, bound)
+        self._masks: list[torch.Tensor] | None = None
+
+    # ----- recurrent dropout masks: one per chunk ------------------------------------------
+    def sample_masks(self, batch: int, device, dtype) -> None:
+        """Draw this chunk's recurrent-dropout masks (training only); every stretch of the chunk
+        (see CharRNN.forward) uses them, so the mask is the same at every step of it."""
+        p = self.recurrent_dropout
+        if not (self.training and p > 0):
+            self._masks = None
+            return
+        keep = 1.0 - p
+        self._masks = [torch.empty(batch, self.hidden_size, device=device, dtype=dtype)
+                       .bernoulli_(keep).div_(keep) for _ in range(self.num_layers)]
+
+    def clear_masks(self) -> None:
+        self._masks = None
+
+    # ----- the forward ---------------------------------------------------------------------
+    def _ln(self, x: torch.Tensor, k: int, j: int) -> torch.Tensor:
+        w, b = getattr(self, f"ln{j}_weight_l{k}"), getattr(self, f"ln{j}_bias_l{k}")
+        return F.layer_norm(x, (x.shape[-1],), w.to(x.dtype), b.to(x.dtype))
+
+    def forward(self, x: torch.Tensor, state=None):
+        batch, steps, _ = x.shape
+        h_size = self.hidden_size
+        if state is None:
+            z = x.new_zeros(self.num_layers, batch, h_size)
+            state = (z, z.clone()) if self.cell == "lstm" else z
+        hs = state[0] if self.cell == "lstm" else state
+        cs = state[1] if self.cell == "lstm" else None
+        new_h, new_c = [], []
+        out = x
+        for k in range(self.num_layers):
+            if k > 0 and self.dropout > 0 and self.training:
+                out = F.dropout(out, self.dropout, training=True)
+            mask = self._masks[k] if self._masks is not None else None
+            out, h, c = self._layer(k, out, hs[k], None if cs is None else cs[k], mask)
+            new_h.append(h)
+            new_c.append(c)
+        h_n = torch.stack(new_h)
+        if self.cell == "lstm":
+            return out, (h_n, torch.stack(new_c))
+        return out, h_n
+
+    def _layer(self, k: int, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None,
+               mask: torch.Tensor | None):
+        w_ih, w_hh = getattr(self, f"weight_ih_l{k}"), getattr(self, f"weight_hh_l{k}")
+        b_ih, b_hh = getattr(self, f"bias_ih_l{k}"), getattr(self, f"bias_hh_l{k}")
+        xp = F.linear(x, w_ih, b_ih)  # (B, T, G*H): every step's input product at once
+        w_hh_t = w_hh.t()
+        cell, ln = self.cell, self.layer_norm
+        h_size = self.hidden_size
+        if cell == "leaky":
+            leak = (torch.sigmoid(getattr(self, f"leak_logit_l{k}")) if self.learn_leak
+                    else x.new_tensor(self.leak))
+        outs = []
+        for t in range(x.shape[1]):
+            xt = xp[:, t]
+            if cell == "lstm":
+                pre = xt + torch.addmm(b_hh, h, w_hh_t)
+                if ln:
+                    pre = self._ln(pre, k, 0)
+                i, f, g, o = pre.chunk(4, 1)
+                g = torch.tanh(g)
+                if mask is not None:
+                    g = g * mask
+                c = torch.sigmoid(f) * c + torch.sigmoid(i) * g
+                h = torch.sigmoid(o) * torch.tanh(self._ln(c, k, 1) if ln else c)
+            elif cell == "gru":
+                hp = torch.addmm(b_hh, h, w_hh_t)
+                rz = xt[:, :2 * h_size] + hp[:, :2 * h_size]
+                if ln:
+                    rz = self._ln(rz, k, 0)
+                r, z = torch.sigmoid(rz).chunk(2, 1)
+                n_pre = xt[:, 2 * h_size:] + r * hp[:, 2 * h_size:]
+                n = torch.tanh(self._ln(n_pre, k, 1) if ln else n_pre)
+                if mask is not None:
+                    n = n * mask
+                h = (1 - z) * n + z * h
+            elif cell == "leaky":
+                pre = xt + torch.addmm(b_hh, h, w_hh_t)
+                new = torch.tanh(self._ln(pre, k, 0) if ln else pre)
+                if mask is not None:
+                    new = new * mask
+                h = leak * h + (1 - leak) * new
+            else:  # rnn, irnn
+                hin = h * mask if mask is not None else h
+                pre = xt + torch.addmm(b_hh, hin, w_hh_t)
+                if ln:
+                    pre = self._ln(pre, k, 0)
+                h = torch.tanh(pre) if cell == "rnn" else torch.relu(pre)
+            outs.append(h)
+        return torch.stack(outs, 1), h, c
