@@ -29,6 +29,7 @@ ROWS = [
     ("irnn (fused)", dict(cell="irnn")),
     ("leaky (loop)", dict(cell="leaky")),
     ("leaky, learned leak (loop)", dict(cell="leaky", learn_leak=True)),
+    ("jordan (loop)", dict(cell="jordan")),
     ("lstm --layer-norm (loop)", dict(cell="lstm", layer_norm=True)),
     ("gru --layer-norm (loop)", dict(cell="gru", layer_norm=True)),
     ("rnn --layer-norm (loop)", dict(cell="rnn", layer_norm=True)),

@@ -15,6 +15,7 @@ Cells (the gate layout of each matrix follows torch.nn):
     rnn    h' = tanh(W_x x + W_h D(h) + b)                      (Elman)
     irnn   h' = relu(W_x x + W_h D(h) + b)                      (identity start, see model)
     leaky  h' = g h + (1 - g) D(tanh(W_x x + W_h h + b))      (leaky integrator, g per unit)
+    jordan see JordanRNN: the state is the previous output distribution
 
 Options:
 
@@ -37,7 +38,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-GATES = {"lstm": 4, "gru": 3, "rnn": 1, "irnn": 1, "leaky": 1}
+GATES = {"lstm": 4, "gru": 3, "rnn": 1, "irnn": 1, "leaky": 1, "jordan": 1}
 
 
 def layer_norm_sizes(cell: str, hidden: int) -> list[int]:
@@ -168,3 +169,95 @@ class LoopRNN(nn.Module):
                 h = torch.tanh(pre) if cell == "rnn" else torch.relu(pre)
             outs.append(h)
         return torch.stack(outs, 1), h, c
+
+
+class JordanRNN(nn.Module):
+    """Jordan network: the state carried from one step to the next is the model's previous
+    output, the distribution over the vocab y_(t-1) = softmax(V h_(t-1) + c), not a hidden
+    layer. With several layers, each reads the layer below (the first reads the input) and the
+    fed-back distribution:
+
+        h^k_t = tanh(U_k in^k_t + W_k y_(t-1) + b_k),   in^1_t = x_t, in^k_t = h^(k-1)_t
+        y_t = softmax(V h^L_t + c)           (V, c: the model's output layer)
+
+    The state is (1, B, vocab) (the PAD and UNK entries are always 0). ``set_head`` gives the
+    layer the output weights before a forward (CharRNN does, in the compute precision). The
+    ``weight_hh_l{k}`` matrices are the feedback ones (vocab -> hidden), so weight drop and
+    recurrent dropout (on y) apply to the feedback."""
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int, vocab_size: int,
+                 dropout: float = 0.0, layer_norm: bool = False, recurrent_dropout: float = 0.0):
+        super().__init__()
+        self.cell, self.hidden_size, self.num_layers = "jordan", hidden_size, num_layers
+        self.vocab_size = vocab_size
+        self.dropout, self.layer_norm = dropout, layer_norm
+        self.recurrent_dropout = recurrent_dropout
+        h = hidden_size
+        for k in range(num_layers):
+            inp = input_size if k == 0 else h
+            self.register_parameter(f"weight_ih_l{k}", nn.Parameter(torch.empty(h, inp)))
+            self.register_parameter(f"weight_hh_l{k}", nn.Parameter(torch.empty(h, vocab_size)))
+            self.register_parameter(f"bias_ih_l{k}", nn.Parameter(torch.empty(h)))
+            self.register_parameter(f"bias_hh_l{k}", nn.Parameter(torch.empty(h)))
+            if layer_norm:
+                self.register_parameter(f"ln0_weight_l{k}", nn.Parameter(torch.ones(h)))
+                self.register_parameter(f"ln0_bias_l{k}", nn.Parameter(torch.zeros(h)))
+        bound = 1 / math.sqrt(h)
+        with torch.no_grad():
+            for name, p in self.named_parameters():
+                if name.startswith(("weight_", "bias_")):
+                    p.uniform_(-bound, bound)
+        self._head = None
+        self._mask: torch.Tensor | None = None
+
+    def set_head(self, weight: torch.Tensor, bias: torch.Tensor, never: torch.Tensor) -> None:
+        self._head = (weight, bias, never)
+
+    def sample_masks(self, batch: int, device, dtype) -> None:
+        p = self.recurrent_dropout
+        self._mask = None
+        if self.training and p > 0:
+            keep = 1.0 - p
+            self._mask = torch.empty(batch, self.vocab_size, device=device,
+                                     dtype=dtype).bernoulli_(keep).div_(keep)
+
+    def clear_masks(self) -> None:
+        self._mask = None
+        self._head = None
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None):
+        if self._head is None:
+            raise RuntimeError("JordanRNN needs set_head() before a forward")
+        w_out, b_out, never = self._head
+        batch, steps, _ = x.shape
+        y = x.new_zeros(1, batch, self.vocab_size) if y is None else y
+        y = y[0]
+        layers = range(self.num_layers)
+        w_ih = [getattr(self, f"weight_ih_l{k}") for k in layers]
+        w_hh = [getattr(self, f"weight_hh_l{k}").t() for k in layers]
+        b_ih = [getattr(self, f"bias_ih_l{k}") for k in layers]
+        b_hh = [getattr(self, f"bias_hh_l{k}") for k in layers]
+        xp = F.linear(x, w_ih[0], b_ih[0])  # the first layer's input products, all at once
+        outs = []
+        for t in range(steps):
+            fed = y * self._mask if self._mask is not None else y
+            h = None
+            for k in layers:
+                if k == 0:
+                    inp = xp[:, t]
+                else:
+                    below = F.dropout(h, self.dropout, training=True) \
+                        if self.dropout > 0 and self.training else h
+                    inp = F.linear(below, w_ih[k], b_ih[k])
+                pre = inp + torch.addmm(b_hh[k], fed, w_hh[k])
+                if self.layer_norm:
+                    pre = F.layer_norm(pre, (pre.shape[-1],),
+                                       getattr(self, f"ln0_weight_l{k}").to(pre.dtype),
+                                       getattr(self, f"ln0_bias_l{k}").to(pre.dtype))
+                h = torch.tanh(pre)
+            logits = F.linear(h, w_out, b_out).index_fill(-1, never, float("-inf"))
+            # in at least float32 (bf16 logits), in float64 when the model is float64
+            y = torch.softmax(logits, -1, dtype=torch.promote_types(logits.dtype,
+                                                                    torch.float32)).to(h.dtype)
+            outs.append(h)
+        return torch.stack(outs, 1), y[None]

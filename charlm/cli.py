@@ -252,8 +252,9 @@ def train(
              "--max-bad-steps may change.")] = None,
     cell: Annotated[Optional[str], typer.Option(
         help="Recurrent cell: lstm, gru, rnn (Elman, tanh), irnn (ReLU recurrence "
-             "started at the identity, zero biases: Le, Jaitly & Hinton 2015) or leaky "
-             "(leaky-integrator units, h' = g h + (1 - g) tanh(...); see --leak). "
+             "started at the identity, zero biases: Le, Jaitly & Hinton 2015), leaky "
+             "(leaky-integrator units, h' = g h + (1 - g) tanh(...); see --leak) or jordan "
+             "(the state fed back is the previous output distribution, not a hidden layer). "
              "Presets: lstm.")] = None,
     leak: Annotated[Optional[float], typer.Option(
         help="Leaky cell: the share g of the old state each unit keeps per step, in (0, 1). "

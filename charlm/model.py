@@ -15,12 +15,12 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from .cells import GATES, LoopRNN, layer_norm_sizes
+from .cells import GATES, JordanRNN, LoopRNN, layer_norm_sizes
 from .config import flag
 from .errors import CharLMError
 from .vocab import PAD_ID
 
-CELLS = ("lstm", "gru", "rnn", "irnn", "leaky")
+CELLS = ("lstm", "gru", "rnn", "irnn", "leaky", "jordan")
 FUSED_CELLS = ("lstm", "gru", "rnn", "irnn")  # the rest, and some options, run in cells.LoopRNN
 # The fused torch.nn layer that runs each cell; irnn is nn.RNN with ReLU and its own init.
 _LAYERS = {"lstm": (nn.LSTM, {}), "gru": (nn.GRU, {}), "rnn": (nn.RNN, {"nonlinearity": "tanh"}),
@@ -92,10 +92,12 @@ class ModelConfig:
     def num_parameters(self) -> int:
         gates = GATES[self.cell]
         h, e, v = self.hidden_dim, self.embed_dim, self.vocab_size
-        rnn = gates * h * (e + h + 2) + (self.num_layers - 1) * gates * h * (2 * h + 2)
+        back = v if self.cell == "jordan" else h  # what the recurrence reads back
+        rnn = gates * h * (e + back + 2) + (self.num_layers - 1) * gates * h * (h + back + 2)
         head = (0 if self.tie_weights else v * h) + v
-        init = self.num_layers * h * (2 if self.cell == "lstm" else 1) if self.learn_init_state \
-            else 0
+        init = (v if self.cell == "jordan" else
+                self.num_layers * h * (2 if self.cell == "lstm" else 1)) \
+            if self.learn_init_state else 0
         norm = 2 * sum(layer_norm_sizes(self.cell, h)) * self.num_layers if self.layer_norm \
             else 0
         leak = self.num_layers * h if self.learn_leak else 0
@@ -116,7 +118,10 @@ class CharRNN(nn.Module):
         c = config
         self.embed = nn.Embedding(c.vocab_size, c.embed_dim, padding_idx=PAD_ID)
         between = c.dropout if c.num_layers > 1 else 0.0
-        if c.uses_loop:
+        if c.cell == "jordan":
+            self.rnn = JordanRNN(c.embed_dim, c.hidden_dim, c.num_layers, c.vocab_size, between,
+                                 c.layer_norm, c.recurrent_dropout)
+        elif c.uses_loop:
             self.rnn = LoopRNN(c.cell, c.embed_dim, c.hidden_dim, c.num_layers, between,
                                c.layer_norm, c.recurrent_dropout, c.leak, c.learn_leak)
         else:
@@ -133,7 +138,7 @@ class CharRNN(nn.Module):
                     elif name.startswith("bias_"):
                         p.zero_()
         if c.learn_init_state:  # trained like any weight; zeros to start
-            shape = (c.num_layers, 1, c.hidden_dim)
+            shape = self._state_shape(1)
             self.init_state = nn.ParameterList(
                 nn.Parameter(torch.zeros(shape)) for _ in range(2 if c.cell == "lstm" else 1))
         self.drop = nn.Dropout(c.dropout)
@@ -164,14 +169,18 @@ class CharRNN(nn.Module):
     def state_size(self) -> int:
         return 2 if self.config.cell == "lstm" else 1
 
+    def _state_shape(self, batch_size: int) -> tuple[int, int, int]:
+        c = self.config
+        if c.cell == "jordan":  # the previous output distribution
+            return (1, batch_size, c.vocab_size)
+        return (c.num_layers, batch_size, c.hidden_dim)
+
     def initial_state(self, batch_size: int) -> State:
         """The state at a document start: zeros, or the learned h0 (and c0)."""
-        c = self.config
-        if c.learn_init_state:
-            return tuple(p.expand(c.num_layers, batch_size, c.hidden_dim)
-                         for p in self.init_state)
-        w = self.head.bias
-        zeros = w.new_zeros(c.num_layers, batch_size, c.hidden_dim)
+        shape = self._state_shape(batch_size)
+        if self.config.learn_init_state:
+            return tuple(p.expand(*shape) for p in self.init_state)
+        zeros = self.head.bias.new_zeros(shape)
         return tuple(zeros.clone() for _ in range(self.state_size))
 
     def reset_state(self, state: State, mask: torch.Tensor) -> State:
@@ -213,12 +222,16 @@ class CharRNN(nn.Module):
             for name in weights:
                 if name.startswith("weight_hh"):
                     weights[name] = nn.functional.dropout(weights[name], p, training=True)
-        if isinstance(self.rnn, LoopRNN):  # one recurrent-dropout mask for the whole chunk
+        stepped = isinstance(self.rnn, (LoopRNN, JordanRNN))
+        if stepped:  # one recurrent-dropout mask for the whole chunk
             self.rnn.sample_masks(batch, x.device, x.dtype)
+        if isinstance(self.rnn, JordanRNN):  # its state is the output layer's distribution
+            self.rnn.set_head(self.head.weight.to(x.dtype), self.head.bias.to(x.dtype),
+                              self._never)
         try:
             out, state = self._stretches(x, state, reset, weights)
         finally:
-            if isinstance(self.rnn, LoopRNN):
+            if stepped:
                 self.rnn.clear_masks()
         if dtype is None:
             logits = self.head(self.drop(out))  # (B, T, V)

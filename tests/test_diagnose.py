@@ -19,7 +19,7 @@ def fresh(cell, vocab, **kw):
                                embed_dim=6, never_predict=(0,), **kw))
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru", "irnn"])
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru", "irnn", "leaky", "jordan"])
 def test_profile_equals_the_gradient_through_a_fused_forward(cell, small_text):
     """The step-by-step measurement equals differentiating the loss of the window's last step
     through one fused forward over the last k steps, from the state k steps back."""

@@ -14,7 +14,7 @@ def make(cell, **kw):
     return CharRNN(cfg).eval()
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "irnn"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "irnn", "leaky", "jordan"])
 def test_chunked_forward_with_carried_state_equals_full_forward(cell):
     model = make(cell)
     x = torch.randint(2, V, (3, 50))
@@ -28,7 +28,7 @@ def test_chunked_forward_with_carried_state_equals_full_forward(cell):
         assert torch.allclose(s, f, atol=1e-5)
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "irnn"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "irnn", "leaky", "jordan"])
 def test_reset_mask_equals_separate_documents(cell):
     model = make(cell)
     x = torch.randint(2, V, (2, 30))
@@ -94,7 +94,7 @@ def test_config_rejects_bad_values(bad):
         ModelConfig(vocab_size=V, **bad)
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "irnn", "leaky"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "irnn", "leaky", "jordan"])
 def test_bf16_compute_follows_fp32_and_trains_the_fp32_weights(cell):
     model = make(cell).train()
     x = torch.randint(2, V, (3, 40))
@@ -181,7 +181,9 @@ GRADCHECK = {"lstm": {}, "gru": {}, "rnn": {}, "irnn": {},
              "lstm layer norm": dict(cell="lstm", layer_norm=True),
              "gru layer norm": dict(cell="gru", layer_norm=True),
              "rnn layer norm": dict(cell="rnn", layer_norm=True),
-             "leaky layer norm": dict(cell="leaky", layer_norm=True)}
+             "leaky layer norm": dict(cell="leaky", layer_norm=True),
+             "jordan": dict(cell="jordan"), "jordan layer norm": dict(cell="jordan",
+                                                                      layer_norm=True)}
 
 
 @pytest.mark.parametrize("case", list(GRADCHECK))
@@ -202,8 +204,8 @@ def test_gradients_match_finite_differences_in_float64(case):
     reset = torch.zeros(2, 5, dtype=torch.bool)
     reset[1, 2] = True  # a document start inside the chunk: the learned state enters there
     names = [n for n, _ in model.named_parameters()]
-    start = tuple(torch.randn(2, 2, 4, dtype=torch.float64, requires_grad=True)
-                  for _ in range(model.state_size))
+    start = tuple(torch.randn(s.shape, dtype=torch.float64).requires_grad_()
+                  for s in model.initial_state(2))
 
     def loss(*tensors):
         params = dict(zip(names, tensors[:len(names)]))
@@ -236,7 +238,7 @@ def test_learned_initial_state_is_used_at_document_starts_and_trained(cell):
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.init_state)
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "irnn", "leaky"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "irnn", "leaky", "jordan"])
 @pytest.mark.parametrize("options", [dict(), dict(learn_init_state=True),
                                      dict(tie_weights=True, embed_dim=16, num_layers=3),
                                      dict(layer_norm=True, recurrent_dropout=0.2)])
@@ -338,3 +340,22 @@ def test_options_for_the_wrong_cell_are_refused():
         ModelConfig(vocab_size=V, recurrent_dropout=1.0)
     with pytest.raises(CharLMError, match="--leak must be in"):
         ModelConfig(vocab_size=V, cell="leaky", leak=1.0)
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_jordan_feeds_back_its_output_distribution(layers):
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(vocab_size=V, cell="jordan", num_layers=layers, hidden_dim=16,
+                                embed_dim=8, never_predict=(0, 1))).eval()
+    x = torch.randint(2, V, (3, 9))
+    with torch.no_grad():
+        logits, (y,) = model(x)
+    assert y.shape == (1, 3, V)
+    # The carried state is the distribution the model predicted at the last step.
+    assert torch.allclose(y[0], torch.softmax(logits[:, -1], -1), atol=1e-6)
+    assert torch.equal(y[0, :, :2], torch.zeros(3, 2))  # PAD and UNK never predicted
+    # ... and it is what the next step reads: changing it changes the next prediction.
+    with torch.no_grad():
+        a = model(x[:, :1], (y,))[0]
+        b = model(x[:, :1], (torch.roll(y, 1, -1),))[0]
+    assert not torch.allclose(a, b)

@@ -283,6 +283,9 @@ CELL_OPTIONS = {
     "lstm-recurrent-dropout": dict(cell="lstm", recurrent_dropout=0.25),
     "gru-recurrent-dropout": dict(cell="gru", recurrent_dropout=0.25, weight_drop=0.2),
     "rnn-recurrent-dropout": dict(cell="rnn", recurrent_dropout=0.25, layer_norm=True),
+    "jordan": dict(cell="jordan"),
+    "jordan-all-options": dict(cell="jordan", layer_norm=True, recurrent_dropout=0.2,
+                               learn_init_state=True),
 }
 
 
