@@ -301,6 +301,8 @@ def train(
         help=f"Peak learning rate. Presets: {_per_preset('lr')}.")] = None,
     optimizer: Annotated[Optional[str], typer.Option(
         help=f"adamw, adam, rmsprop or sgd. Default: {T.optimizer}.")] = None,
+    momentum: Annotated[Optional[float], typer.Option(
+        help=f"Momentum of sgd and rmsprop. Default: {T.momentum:g}.")] = None,
     weight_decay: Annotated[Optional[float], typer.Option(
         help=f"Weight decay on the weight matrices (with adamw decoupled: each step shrinks "
              f"them by lr x this; with adam, rmsprop and sgd an L2 term in the gradient). "
@@ -364,6 +366,7 @@ def train(
                 learn_init_state=learn_init_state, leak=leak, learn_leak=learn_leak,
                 layer_norm=layer_norm, recurrent_dropout=recurrent_dropout,
                 batch_size=batch_size, bptt_len=bptt, lr=lr, optimizer=optimizer,
+                momentum=momentum,
                 weight_decay=weight_decay, warmup_steps=warmup, schedule=schedule,
                 clip_norm=clip_norm, clip_value=clip_value, max_bad_steps=max_bad_steps,
                 max_steps=max_steps, epochs=epochs, max_time=max_time,

@@ -84,8 +84,15 @@ def test_help_documents_every_option():
     r = run("train", "--help")
     for option in ("--cell", "--layers", "--hidden", "--embed", "--dropout", "--tie-weights",
                    "--max-steps", "--epochs", "--max-time", "--resume", "--preset", "--device",
-                   "--clip-norm", "--clip-value", "--optimizer", "--seed"):
+                   "--clip-norm", "--clip-value", "--optimizer", "--seed", "--momentum",
+                   "--weight-drop", "--weight-decay", "--learn-init-state", "--layer-norm",
+                   "--recurrent-dropout", "--leak", "--learn-leak", "--max-bad-steps",
+                   "--precision"):
         assert option in r.stdout
+    for cell in ("lstm", "gru", "rnn", "irnn", "leaky", "jordan"):
+        assert cell in r.stdout
+    r = run("diagnose", "gradients", "--help")
+    assert r.exit_code == 0 and "--max-k" in r.stdout and "--plot" in r.stdout
     assert run("--version").stdout.startswith("charlm ")
 
 

@@ -309,3 +309,43 @@ def test_each_cell_and_option_trains_resumes_evaluates_and_samples(tmp_path, sma
     result = lm.evaluate(text)
     assert result["chars"] == len(text) and math.isfinite(result["loss_nats"])
     assert len(lm.sample("KING", length=20, temperature=0.8, seed=3)) == 20
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "rmsprop", "adam", "adamw"])
+def test_every_optimizer_trains(tmp_path, small_corpus, optimizer):
+    lr = {"sgd": 1.0, "rmsprop": 3e-3, "adam": 1e-2, "adamw": 1e-2}[optimizer]
+    trainer = build_trainer(small_corpus, out=tmp_path / "run", **tiny_options(
+        optimizer=optimizer, lr=lr, max_steps=60, eval_every=1000, save_every=1000))
+    trainer.run()
+    expected = {"sgd": torch.optim.SGD, "rmsprop": torch.optim.RMSprop,
+                "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[optimizer]
+    assert type(trainer.optimizer) is expected
+    if optimizer in ("sgd", "rmsprop"):
+        assert trainer.optimizer.param_groups[0]["momentum"] == 0.9
+    losses = [m["loss"] for m in read_metrics(tmp_path / "run") if "loss" in m]
+    assert sum(losses[-10:]) / 10 < sum(losses[:10]) / 10 - 0.3, losses
+
+
+@pytest.mark.parametrize("clip", [dict(clip_norm=0.05, clip_value=0.0),
+                                  dict(clip_norm=0.0, clip_value=1e-3),
+                                  dict(clip_norm=0.0, clip_value=0.0)],
+                         ids=["by norm", "by value", "off"])
+def test_clipping_and_the_logged_norm_is_taken_before_it(tmp_path, small_corpus, clip):
+    """Plain SGD with lr 1 and nothing else: each weight moves by exactly minus its (clipped)
+    gradient, so the clipping can be read off the update."""
+    trainer = build_trainer(small_corpus, out=tmp_path / "run", **tiny_options(
+        optimizer="sgd", lr=1.0, momentum=0.0, warmup_steps=0, schedule="constant",
+        weight_decay=0.0, max_steps=1, **clip))
+    before = params(trainer.model)
+    out = trainer.train_step()
+    after = params(trainer.model)
+    delta = torch.cat([(after[k] - before[k]).flatten() for k in before])
+    moved = float(delta.norm())
+    if clip["clip_norm"]:
+        assert out["grad_norm"] > 0.05  # logged before clipping
+        assert moved == pytest.approx(0.05, rel=1e-4)
+    elif clip["clip_value"]:
+        assert float(delta.abs().max()) == pytest.approx(1e-3, abs=1e-6)  # float32 weights
+        assert moved < out["grad_norm"]
+    else:
+        assert moved == pytest.approx(out["grad_norm"], rel=1e-4)
