@@ -127,43 +127,45 @@ class LoopRNN(nn.Module):
         xp = F.linear(x, w_ih, b_ih)  # (B, T, G*H): every step's input product at once
         w_hh_t = w_hh.t()
         cell, ln = self.cell, self.layer_norm
-        h_size = self.hidden_size
+        hs = self.hidden_size
+        if cell != "gru":  # the recurrent bias joins the input products: one add for all steps
+            xp = xp + b_hh
         if cell == "leaky":
             leak = (torch.sigmoid(getattr(self, f"leak_logit_l{k}")) if self.learn_leak
                     else x.new_tensor(self.leak))
+        # Few, large operations per step: each one costs a fixed overhead on top of its work.
         outs = []
         for t in range(x.shape[1]):
             xt = xp[:, t]
             if cell == "lstm":
-                pre = xt + torch.addmm(b_hh, h, w_hh_t)
+                pre = torch.addmm(xt, h, w_hh_t)
                 if ln:
                     pre = self._ln(pre, k, 0)
-                i, f, g, o = pre.chunk(4, 1)
-                g = torch.tanh(g)
+                gates = torch.sigmoid(pre)  # i, f, (g), o: one call for all of them
+                g = torch.tanh(pre[:, 2 * hs:3 * hs])
                 if mask is not None:
                     g = g * mask
-                c = torch.sigmoid(f) * c + torch.sigmoid(i) * g
-                h = torch.sigmoid(o) * torch.tanh(self._ln(c, k, 1) if ln else c)
+                c = torch.addcmul(gates[:, hs:2 * hs] * c, gates[:, :hs], g)
+                h = gates[:, 3 * hs:] * torch.tanh(self._ln(c, k, 1) if ln else c)
             elif cell == "gru":
                 hp = torch.addmm(b_hh, h, w_hh_t)
-                rz = xt[:, :2 * h_size] + hp[:, :2 * h_size]
+                rz = xt[:, :2 * hs] + hp[:, :2 * hs]
                 if ln:
                     rz = self._ln(rz, k, 0)
-                r, z = torch.sigmoid(rz).chunk(2, 1)
-                n_pre = xt[:, 2 * h_size:] + r * hp[:, 2 * h_size:]
+                rz = torch.sigmoid(rz)
+                n_pre = torch.addcmul(xt[:, 2 * hs:], rz[:, :hs], hp[:, 2 * hs:])
                 n = torch.tanh(self._ln(n_pre, k, 1) if ln else n_pre)
                 if mask is not None:
                     n = n * mask
-                h = (1 - z) * n + z * h
+                h = torch.lerp(n, h, rz[:, hs:])  # (1 - z) n + z h
             elif cell == "leaky":
-                pre = xt + torch.addmm(b_hh, h, w_hh_t)
+                pre = torch.addmm(xt, h, w_hh_t)
                 new = torch.tanh(self._ln(pre, k, 0) if ln else pre)
                 if mask is not None:
                     new = new * mask
-                h = leak * h + (1 - leak) * new
+                h = torch.lerp(new, h, leak)  # g h + (1 - g) new
             else:  # rnn, irnn
-                hin = h * mask if mask is not None else h
-                pre = xt + torch.addmm(b_hh, hin, w_hh_t)
+                pre = torch.addmm(xt, h * mask if mask is not None else h, w_hh_t)
                 if ln:
                     pre = self._ln(pre, k, 0)
                 h = torch.tanh(pre) if cell == "rnn" else torch.relu(pre)
