@@ -249,7 +249,11 @@ def build_trainer(corpus: list[Path] | Path | str | None = None, out: Path | str
         saved_model = ckpt.run_config.get("model", {})
         saved_train = ckpt.run_config.get("train", {})
         for k, v in options.items():
-            saved = saved_model.get(k) if k in MODEL_OPTIONS else saved_train.get(k)
+            # A field missing from an older checkpoint had its default value there.
+            default = (ModelConfig.__dataclass_fields__[k].default if k in MODEL_OPTIONS
+                       else getattr(TrainConfig, k, None))
+            saved = saved_model.get(k, default) if k in MODEL_OPTIONS else \
+                saved_train.get(k, default)
             if k not in RESUMABLE_OPTIONS and saved != v:
                 raise CharLMError(f"cannot resume with a different {flag(k)} "
                                   f"({v!r}; the run has {saved!r}); options that may change on "

@@ -163,7 +163,10 @@ class LoopRNN(nn.Module):
                 new = torch.tanh(self._ln(pre, k, 0) if ln else pre)
                 if mask is not None:
                     new = new * mask
-                h = torch.lerp(new, h, leak)  # g h + (1 - g) new
+                # g h + (1 - g) new, in at least float32: in bf16 a leak near 1 would round
+                # to 1 and small updates of h would be lost
+                wide = torch.promote_types(h.dtype, torch.float32)
+                h = torch.lerp(new.to(wide), h.to(wide), leak.to(wide)).to(new.dtype)
             else:  # rnn, irnn
                 pre = torch.addmm(xt, h * mask if mask is not None else h, w_hh_t)
                 if ln:

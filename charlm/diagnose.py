@@ -10,9 +10,15 @@ it falls off fast where the cell forgets (the Elman RNN) and slowly where it can
 information far (the LSTM). The state s is everything the cell carries from one step to the
 next: h of every layer, and c too for the LSTM.
 
-The exploding side: the gradient of each window's whole loss (the mean over its steps) with
-respect to the weights, as training would see it before any clipping; the largest norms show
-what clipping has to tame.
+The exploding side: the gradient of each window's whole loss (the mean over its ``max_k``
+steps, one window at a time, no dropout) with respect to the weights, before any clipping; the
+largest norms show what clipping has to tame.
+
+Windows whose last target is a symbol the model never predicts (UNK) are skipped, and so are
+such targets in the exploding part, as in ``evaluate``. The text is read as one stream (the
+CLI joins files): the curve measures the network, not a document layout. For the Jordan cell
+the state is the fed-back output distribution (vocab-sized), so its curve is a gradient with
+respect to a distribution, not to a hidden layer: compare its shape, not its level.
 """
 
 from __future__ import annotations
@@ -30,14 +36,20 @@ from .vocab import PAD_ID
 WARM_UP = 64  # symbols read (no gradient) before each window
 
 
-def _windows(tokens: np.ndarray, count: int, length: int, seed: int) -> np.ndarray:
-    """``count`` start positions of windows of ``length`` symbols (plus the warm-up before)."""
+def _windows(tokens: np.ndarray, count: int, length: int, seed: int,
+             never: tuple[int, ...] = ()) -> np.ndarray:
+    """``count`` start positions of windows of ``length`` symbols (plus the warm-up before)
+    whose last target (at start + length - 1) is a symbol the model can predict."""
     room = len(tokens) - length - WARM_UP - 1
     if room < 1:
         raise CharLMError(f"the text is too short for the diagnostic: {len(tokens)} symbols, "
                           f"--max-k {length - 1} needs more than {length + WARM_UP + 1}")
     rng = np.random.default_rng(seed)
-    return rng.integers(0, room, size=count) + WARM_UP
+    starts = rng.integers(0, room, size=8 * count + 64) + WARM_UP
+    ok = starts[~np.isin(np.asarray(tokens)[starts + length - 1], list(never))]
+    if len(ok) < count:
+        raise CharLMError("the text has too few positions with a known next symbol")
+    return ok[:count]
 
 
 def gradient_profile(model: CharRNN, tokens: np.ndarray, max_k: int = 100,
@@ -47,13 +59,24 @@ def gradient_profile(model: CharRNN, tokens: np.ndarray, max_k: int = 100,
     and the weight-gradient norms of ``exploding_windows`` single windows."""
     if max_k < 1:
         raise CharLMError(f"--max-k must be >= 1, got {max_k}")
-    if windows < 1 or exploding_windows < 0:
-        raise CharLMError("--windows must be >= 1")
+    if windows < 1:
+        raise CharLMError(f"--windows must be >= 1, got {windows}")
+    if exploding_windows < 0:
+        raise CharLMError(f"exploding_windows must be >= 0, got {exploding_windows}")
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()  # no dropout: the curve belongs to the network, not to a dropout mask
+    # Targets no model can predict (UNK; PAD never occurs) are not scored, as in evaluate.
+    never = torch.tensor(list(model.config.never_predict), dtype=torch.long)
+    with torch.backends.cudnn.flags(enabled=False):  # cuDNN's RNN backward needs train mode
+        return _profile(model, tokens, max_k, windows, batch, exploding_windows, seed, device,
+                        never, was_training)
+
+
+def _profile(model, tokens, max_k, windows, batch, exploding_windows, seed, device, never,
+             was_training) -> dict:
     length = max_k + 1  # the warm-up's last state, then max_k steps
-    starts = _windows(tokens, windows, length, seed)
+    starts = _windows(tokens, windows, length, seed, tuple(never.tolist()))
     data = torch.from_numpy(np.asarray(tokens, dtype=np.int64))
     sums = torch.zeros(length, dtype=torch.float64)
     peaks = torch.zeros(length, dtype=torch.float64)
@@ -91,15 +114,15 @@ def gradient_profile(model: CharRNN, tokens: np.ndarray, max_k: int = 100,
                 peaks[k] = max(peaks[k], norms.max())
         exploding = []
         params = [p for p in model.parameters() if p.requires_grad]
-        for start in _windows(tokens, exploding_windows, length, seed + 1) \
-                if exploding_windows else []:
+        for start in _windows(tokens, exploding_windows, length, seed + 1,
+                              tuple(never.tolist())) if exploding_windows else []:
             seq = data[start - WARM_UP:start + length + 1].to(device)[None]
             with torch.no_grad():
                 _, state = model(seq[:, :WARM_UP])
             logits, _ = model(seq[:, WARM_UP:WARM_UP + max_k], state)
-            loss = nn.functional.cross_entropy(logits[0].float(),
-                                               seq[0, WARM_UP + 1:WARM_UP + max_k + 1],
-                                               ignore_index=PAD_ID)
+            targets = seq[0, WARM_UP + 1:WARM_UP + max_k + 1]
+            targets = targets.masked_fill(torch.isin(targets, never.to(device)), PAD_ID)
+            loss = nn.functional.cross_entropy(logits[0].float(), targets, ignore_index=PAD_ID)
             grads = torch.autograd.grad(loss, params, allow_unused=True)
             exploding.append(math.sqrt(sum(float(g.double().pow(2).sum())
                                            for g in grads if g is not None)))

@@ -62,6 +62,10 @@ class ModelConfig:
                               f"{self.recurrent_dropout}")
         if not 0.0 < self.leak < 1.0:
             raise CharLMError(f"--leak must be in (0, 1), got {self.leak}")
+        if self.cell == "irnn" and (self.recurrent_dropout > 0 or self.weight_drop > 0):
+            raise CharLMError("--recurrent-dropout and --weight-drop do not suit --cell irnn: "
+                              "on its identity recurrence a kept unit would grow by 1/(1 - p) "
+                              "at every step; use --dropout")
         if self.cell != "leaky" and (self.learn_leak or self.leak != 0.5):
             raise CharLMError("--leak and --learn-leak apply only to --cell leaky")
         if not 0.0 <= self.weight_drop < 1.0:
@@ -179,7 +183,7 @@ class CharRNN(nn.Module):
         """The state at a document start: zeros, or the learned h0 (and c0)."""
         shape = self._state_shape(batch_size)
         if self.config.learn_init_state:
-            return tuple(p.expand(*shape) for p in self.init_state)
+            return tuple(p.expand(*shape).contiguous() for p in self.init_state)
         zeros = self.head.bias.new_zeros(shape)
         return tuple(zeros.clone() for _ in range(self.state_size))
 

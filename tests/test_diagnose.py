@@ -29,7 +29,7 @@ def test_profile_equals_the_gradient_through_a_fused_forward(cell, small_text):
     max_k = 9
     profile = gradient_profile(model, tokens, max_k=max_k, windows=1, exploding_windows=0,
                                seed=4)
-    (start,) = _windows(tokens, 1, max_k + 1, 4)
+    (start,) = _windows(tokens, 1, max_k + 1, 4, (0,))
     seq = torch.from_numpy(tokens[start - WARM_UP:start + max_k + 1].astype(np.int64))[None]
     for k in (1, 2, 5, 9):
         with torch.no_grad():

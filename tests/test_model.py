@@ -135,7 +135,7 @@ def test_bf16_chunked_forward_with_carried_state_equals_full_forward():
     assert torch.allclose(torch.cat(pieces, 1).float(), full.float(), atol=2e-2)
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "irnn"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "leaky", "jordan"])
 def test_weight_drop_drops_recurrent_weights_only_while_training(cell):
     torch.manual_seed(0)
     plain = make(cell)
@@ -245,6 +245,10 @@ def test_learned_initial_state_is_used_at_document_starts_and_trained(cell):
 def test_parameter_count_is_exact(cell, options):
     """num_parameters() (used to refuse forged checkpoints before allocating) counts exactly
     the weights a checkpoint holds."""
+    if cell == "irnn":
+        options = {k: v for k, v in options.items() if k != "recurrent_dropout"}
+    if cell == "leaky":
+        options = {**options, "learn_leak": True}
     kw = dict(vocab_size=V, cell=cell, num_layers=2, hidden_dim=16, embed_dim=8,
               never_predict=(0,))
     cfg = ModelConfig(**{**kw, **options})
@@ -320,8 +324,10 @@ def test_recurrent_dropout_one_mask_per_chunk_and_no_memory_loss(cell, monkeypat
         f = torch.sigmoid((e[:, 0] @ rnn.weight_ih_l0.t() + rnn.bias_ih_l0
                            + h0 @ rnn.weight_hh_l0.t() + rnn.bias_hh_l0)[:, 16:32])
         assert torch.allclose(state[1][0], f * start[1][0], atol=1e-6)
-    elif cell == "gru":  # h' = z h: each unit keeps a share of its old value, sign included
-        assert (h1 * h0 >= 0).all() and (h1.abs() <= h0.abs() + 1e-6).all()
+    elif cell == "gru":  # h' = z h: each unit keeps its share z of the old value
+        z = torch.sigmoid((e[:, 0] @ rnn.weight_ih_l0.t() + rnn.bias_ih_l0
+                           + h0 @ rnn.weight_hh_l0.t() + rnn.bias_hh_l0)[:, 16:32])
+        assert torch.allclose(h1, z * h0, atol=1e-6) and h1.abs().sum() > 0
     elif cell == "leaky":  # h' = g h exactly
         assert torch.allclose(h1, rnn.leak * h0)
     else:  # Elman: the recurrent input is dropped, so h' depends on the input alone
@@ -334,6 +340,9 @@ def test_recurrent_dropout_one_mask_per_chunk_and_no_memory_loss(cell, monkeypat
 
 
 def test_options_for_the_wrong_cell_are_refused():
+    for option in (dict(recurrent_dropout=0.1), dict(weight_drop=0.1)):
+        with pytest.raises(CharLMError, match="do not suit --cell irnn"):
+            ModelConfig(vocab_size=V, cell="irnn", **option)
     with pytest.raises(CharLMError, match="--leak and --learn-leak apply only to --cell leaky"):
         ModelConfig(vocab_size=V, cell="lstm", learn_leak=True)
     with pytest.raises(CharLMError, match="--recurrent-dropout must be in"):
@@ -359,3 +368,31 @@ def test_jordan_feeds_back_its_output_distribution(layers):
         a = model(x[:, :1], (y,))[0]
         b = model(x[:, :1], (torch.roll(y, 1, -1),))[0]
     assert not torch.allclose(a, b)
+
+
+@pytest.mark.parametrize("options", [dict(cell="lstm", layer_norm=True, recurrent_dropout=0.2),
+                                     dict(cell="gru", layer_norm=True, learn_init_state=True),
+                                     dict(cell="leaky", learn_leak=True, leak=0.95,
+                                          recurrent_dropout=0.2, weight_drop=0.2),
+                                     dict(cell="jordan", layer_norm=True, learn_init_state=True)],
+                         ids=["lstm", "gru", "leaky", "jordan"])
+def test_bf16_with_step_by_step_options(options):
+    """The options of the step-by-step layers work under bf16 compute: the forward follows the
+    float32 one, and training gradients are float32 and finite for every weight."""
+    model = make(**options)
+    x = torch.randint(2, V, (3, 24))
+    full = model(x)[0]
+    with model.compute_in(torch.bfloat16):
+        half = model(x)[0]
+    fin = torch.isfinite(full)
+    assert (half.float()[fin] - full[fin]).abs().max() < 0.1
+    model.train()
+    with model.compute_in(torch.bfloat16):
+        logits, state = model(x)
+    loss_sum(logits, x)[0].backward()
+    assert all(s.dtype == torch.float32 for s in state)
+    for name, p in model.named_parameters():
+        if p.grad is not None:
+            assert p.grad.dtype == torch.float32 and torch.isfinite(p.grad).all(), name
+    if options["cell"] == "leaky":  # the leak keeps its precision: 0.95, not bf16's 0.9492
+        assert model.rnn.leak_logit_l0.grad.abs().sum() > 0
