@@ -130,13 +130,21 @@ class LoopRNN(nn.Module):
         hs = self.hidden_size
         if cell != "gru":  # the recurrent bias joins the input products: one add for all steps
             xp = xp + b_hh
+        xs = xp.transpose(0, 1).contiguous()  # time-major: each step's slice is contiguous
         if cell == "leaky":
             leak = (torch.sigmoid(getattr(self, f"leak_logit_l{k}")) if self.learn_leak
                     else x.new_tensor(self.leak))
+        if cell == "lstm":  # the backward written out (see _LSTMStretch)
+            if ln:
+                norms = [getattr(self, f"ln{j}_{w}_l{k}").to(x.dtype)
+                         for j in (0, 1) for w in ("weight", "bias")]
+            else:
+                norms = [None] * 4
+            return _LSTMStretch.apply(xp, h, c, w_hh, mask, *norms)
         # Few, large operations per step: each one costs a fixed overhead on top of its work.
         outs = []
         for t in range(x.shape[1]):
-            xt = xp[:, t]
+            xt = xs[t]
             if cell == "lstm":
                 pre = torch.addmm(xt, h, w_hh_t)
                 if ln:
@@ -266,3 +274,113 @@ class JordanRNN(nn.Module):
                                                                     torch.float32)).to(h.dtype)
             outs.append(h)
         return torch.stack(outs, 1), y[None]
+
+
+def _ln_forward(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: float = 1e-5):
+    """Layer norm in one call; returns the output, the input and the inverse std (the
+    normalised input is rebuilt from them in the backward)."""
+    out, mean, rstd = torch.native_layer_norm(x, (x.shape[-1],), w, b, eps)
+    return out, (x, mean), rstd
+
+
+def _ln_backward(dy: torch.Tensor, xhat: torch.Tensor, rstd: torch.Tensor, w: torch.Tensor):
+    """Gradient of layer norm wrt its input, given the normalised input."""
+    dxhat = dy * w
+    return rstd * (dxhat - dxhat.mean(-1, keepdim=True)
+                   - xhat * (dxhat * xhat).mean(-1, keepdim=True))
+
+
+class _LSTMStretch(torch.autograd.Function):
+    """One LSTM layer over a stretch of steps, with its backward written out: the forward runs
+    without autograd bookkeeping and the backward is one pass back through the steps, so a
+    step costs a few plain tensor operations each way instead of a dozen autograd nodes.
+
+    Inputs: xp (B, T, 4H) the input products with both biases, h0, c0 (B, H), w_hh (4H, H),
+    mask (B, H) or None (recurrent dropout on the candidate), and the layer-norm gains and
+    biases (4H and H) or None."""
+
+    @staticmethod
+    def forward(ctx, xp, h, c, w_hh, mask, g0, b0, g1, b1):
+        ln = g0 is not None
+        hs = h.shape[1]
+        w_t = w_hh.t()
+        steps = xp.shape[1]
+        xs = xp.transpose(0, 1).contiguous()  # time-major: each step's slice is contiguous
+        saved = {k: [] for k in ("h", "c", "s", "g", "tc", "x0", "r0", "x1", "r1")}
+        outs = []
+        for t in range(steps):
+            saved["h"].append(h)
+            saved["c"].append(c)
+            pre = torch.addmm(xs[t], h, w_t)
+            if ln:
+                pre, x0, r0 = _ln_forward(pre, g0, b0)
+                saved["x0"].append(x0)
+                saved["r0"].append(r0)
+            s = torch.sigmoid(pre)
+            g = torch.tanh(pre[:, 2 * hs:3 * hs])
+            gm = g * mask if mask is not None else g
+            c = torch.addcmul(s[:, hs:2 * hs] * c, s[:, :hs], gm)
+            cl = c
+            if ln:
+                cl, x1, r1 = _ln_forward(c, g1, b1)
+                saved["x1"].append(x1)
+                saved["r1"].append(r1)
+            tc = torch.tanh(cl)
+            h = s[:, 3 * hs:] * tc
+            saved["s"].append(s)
+            saved["g"].append(g)
+            saved["tc"].append(tc)
+            outs.append(h)
+        ctx.ln, ctx.has_mask = ln, mask is not None
+        ctx.saved = saved
+        ctx.save_for_backward(w_hh, mask if mask is not None else w_hh.new_empty(0),
+                              *(p if p is not None else w_hh.new_empty(0)
+                                for p in (g0, b0, g1, b1)))
+        return torch.stack(outs, 1), h, c
+
+    @staticmethod
+    def backward(ctx, dout, dh, dc):
+        w_hh, mask, g0, b0, g1, b1 = ctx.saved_tensors
+        mask = mask if ctx.has_mask else None
+        sv, ln = ctx.saved, ctx.ln
+        steps = len(sv["s"])
+        hs = w_hh.shape[1]
+        dh = torch.zeros_like(sv["h"][0]) if dh is None else dh
+        dc = torch.zeros_like(sv["c"][0]) if dc is None else dc
+        dpres = [None] * steps
+        dg0 = db0 = dg1 = db1 = None
+        if ln:
+            dg0, db0 = torch.zeros_like(g0), torch.zeros_like(b0)
+            dg1, db1 = torch.zeros_like(g1), torch.zeros_like(b1)
+        for t in reversed(range(steps)):
+            s, g, tc = sv["s"][t], sv["g"][t], sv["tc"][t]
+            si, sf, so = s[:, :hs], s[:, hs:2 * hs], s[:, 3 * hs:]
+            dht = dh if dout is None else dh + dout[:, t]
+            dcl = dht * so * (1 - tc * tc)
+            if ln:
+                (c1, m1), r1 = sv["x1"][t], sv["r1"][t]
+                x1 = (c1 - m1) * r1
+                dg1 += (dcl * x1).sum(0)
+                db1 += dcl.sum(0)
+                dcl = _ln_backward(dcl, x1, r1, g1)
+            dct = dc + dcl
+            gm = g * mask if mask is not None else g
+            ds = torch.empty_like(s)
+            ds[:, :hs] = dct * gm
+            ds[:, hs:2 * hs] = dct * sv["c"][t]
+            ds[:, 3 * hs:] = dht * tc
+            dpre = ds * s * (1 - s)
+            dgm = dct * si
+            dpre[:, 2 * hs:3 * hs] = (dgm * mask if mask is not None else dgm) * (1 - g * g)
+            if ln:
+                (p0, m0), r0 = sv["x0"][t], sv["r0"][t]
+                x0 = (p0 - m0) * r0
+                dg0 += (dpre * x0).sum(0)
+                db0 += dpre.sum(0)
+                dpre = _ln_backward(dpre, x0, r0, g0)
+            dpres[t] = dpre
+            dh = dpre @ w_hh
+            dc = dct * sf
+        dxp = torch.stack(dpres, 1)
+        dw = dxp.flatten(0, 1).t() @ torch.stack(sv["h"], 1).flatten(0, 1)
+        return dxp, dh, dc, dw, None, dg0, db0, dg1, db1
