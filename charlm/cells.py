@@ -283,8 +283,14 @@ def _ln_forward(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: float = 
     return out, (x, mean), rstd
 
 
-def _ln_backward(dy: torch.Tensor, xhat: torch.Tensor, rstd: torch.Tensor, w: torch.Tensor):
-    """Gradient of layer norm wrt its input, given the normalised input."""
+def _ln_backward(dy: torch.Tensor, saved, rstd: torch.Tensor, w: torch.Tensor,
+                 dw: torch.Tensor, db: torch.Tensor) -> torch.Tensor:
+    """Gradient of layer norm wrt its input (``saved``, ``rstd``: what _ln_forward returned);
+    adds the gain and bias gradients into ``dw`` and ``db``."""
+    x, mean = saved
+    xhat = (x - mean) * rstd
+    dw += (dy * xhat).sum(0)
+    db += dy.sum(0)
     dxhat = dy * w
     return rstd * (dxhat - dxhat.mean(-1, keepdim=True)
                    - xhat * (dxhat * xhat).mean(-1, keepdim=True))
@@ -358,11 +364,7 @@ class _LSTMStretch(torch.autograd.Function):
             dht = dh if dout is None else dh + dout[:, t]
             dcl = dht * so * (1 - tc * tc)
             if ln:
-                (c1, m1), r1 = sv["x1"][t], sv["r1"][t]
-                x1 = (c1 - m1) * r1
-                dg1 += (dcl * x1).sum(0)
-                db1 += dcl.sum(0)
-                dcl = _ln_backward(dcl, x1, r1, g1)
+                dcl = _ln_backward(dcl, sv["x1"][t], sv["r1"][t], g1, dg1, db1)
             dct = dc + dcl
             gm = g * mask if mask is not None else g
             ds = torch.empty_like(s)
@@ -373,11 +375,7 @@ class _LSTMStretch(torch.autograd.Function):
             dgm = dct * si
             dpre[:, 2 * hs:3 * hs] = (dgm * mask if mask is not None else dgm) * (1 - g * g)
             if ln:
-                (p0, m0), r0 = sv["x0"][t], sv["r0"][t]
-                x0 = (p0 - m0) * r0
-                dg0 += (dpre * x0).sum(0)
-                db0 += dpre.sum(0)
-                dpre = _ln_backward(dpre, x0, r0, g0)
+                dpre = _ln_backward(dpre, sv["x0"][t], sv["r0"][t], g0, dg0, db0)
             dpres[t] = dpre
             dh = dpre @ w_hh
             dc = dct * sf
