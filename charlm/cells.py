@@ -134,13 +134,13 @@ class LoopRNN(nn.Module):
         if cell == "leaky":
             leak = (torch.sigmoid(getattr(self, f"leak_logit_l{k}")) if self.learn_leak
                     else x.new_tensor(self.leak))
-        if cell == "lstm":  # the backward written out (see _LSTMStretch)
-            if ln:
-                norms = [getattr(self, f"ln{j}_{w}_l{k}").to(x.dtype)
-                         for j in (0, 1) for w in ("weight", "bias")]
-            else:
-                norms = [None] * 4
-            return _LSTMStretch.apply(xp, h, c, w_hh, mask, *norms)
+        if cell in ("lstm", "gru"):  # the backward written out (see _LSTMStretch)
+            norms = [getattr(self, f"ln{j}_{w}_l{k}").to(x.dtype)
+                     for j in (0, 1) for w in ("weight", "bias")] if ln else [None] * 4
+            if cell == "lstm":
+                return _LSTMStretch.apply(xp, h, c, w_hh, mask, *norms)
+            out, h = _GRUStretch.apply(xp, h, w_hh, b_hh, mask, *norms)
+            return out, h, None
         # Few, large operations per step: each one costs a fixed overhead on top of its work.
         outs = []
         for t in range(x.shape[1]):
@@ -296,6 +296,21 @@ def _ln_backward(dy: torch.Tensor, saved, rstd: torch.Tensor, w: torch.Tensor,
                    - xhat * (dxhat * xhat).mean(-1, keepdim=True))
 
 
+def _keep_for_backward(ctx, saved: dict, w_hh, mask, norms) -> None:
+    ctx.saved, ctx.ln, ctx.has_mask = saved, norms[0] is not None, mask is not None
+    empty = w_hh.new_empty(0)
+    ctx.save_for_backward(w_hh, mask if mask is not None else empty,
+                          *(p if p is not None else empty for p in norms))
+
+
+def _kept_for_backward(ctx):
+    """w_hh, the mask (or None), the layer-norm parameters, and zeroed gradients for them
+    (None without layer norm)."""
+    w_hh, mask, *norms = ctx.saved_tensors
+    grads = [torch.zeros_like(p) for p in norms] if ctx.ln else [None] * 4
+    return w_hh, (mask if ctx.has_mask else None), norms, grads
+
+
 class _LSTMStretch(torch.autograd.Function):
     """One LSTM layer over a stretch of steps, with its backward written out: the forward runs
     without autograd bookkeeping and the backward is one pass back through the steps, so a
@@ -337,27 +352,18 @@ class _LSTMStretch(torch.autograd.Function):
             saved["g"].append(g)
             saved["tc"].append(tc)
             outs.append(h)
-        ctx.ln, ctx.has_mask = ln, mask is not None
-        ctx.saved = saved
-        ctx.save_for_backward(w_hh, mask if mask is not None else w_hh.new_empty(0),
-                              *(p if p is not None else w_hh.new_empty(0)
-                                for p in (g0, b0, g1, b1)))
+        _keep_for_backward(ctx, saved, w_hh, mask, (g0, b0, g1, b1))
         return torch.stack(outs, 1), h, c
 
     @staticmethod
     def backward(ctx, dout, dh, dc):
-        w_hh, mask, g0, b0, g1, b1 = ctx.saved_tensors
-        mask = mask if ctx.has_mask else None
+        w_hh, mask, (g0, b0, g1, b1), (dg0, db0, dg1, db1) = _kept_for_backward(ctx)
         sv, ln = ctx.saved, ctx.ln
         steps = len(sv["s"])
         hs = w_hh.shape[1]
         dh = torch.zeros_like(sv["h"][0]) if dh is None else dh
         dc = torch.zeros_like(sv["c"][0]) if dc is None else dc
         dpres = [None] * steps
-        dg0 = db0 = dg1 = db1 = None
-        if ln:
-            dg0, db0 = torch.zeros_like(g0), torch.zeros_like(b0)
-            dg1, db1 = torch.zeros_like(g1), torch.zeros_like(b1)
         for t in reversed(range(steps)):
             s, g, tc = sv["s"][t], sv["g"][t], sv["tc"][t]
             si, sf, so = s[:, :hs], s[:, hs:2 * hs], s[:, 3 * hs:]
@@ -382,3 +388,76 @@ class _LSTMStretch(torch.autograd.Function):
         dxp = torch.stack(dpres, 1)
         dw = dxp.flatten(0, 1).t() @ torch.stack(sv["h"], 1).flatten(0, 1)
         return dxp, dh, dc, dw, None, dg0, db0, dg1, db1
+
+
+class _GRUStretch(torch.autograd.Function):
+    """One GRU layer over a stretch, backward written out as for _LSTMStretch.
+
+    Inputs: xp (B, T, 3H) the input products with the input bias, h0 (B, H), w_hh (3H, H),
+    b_hh (3H), mask (B, H) or None (recurrent dropout on the candidate n), and the layer-norm
+    gains and biases (2H for r and z, H for the candidate) or None."""
+
+    @staticmethod
+    def forward(ctx, xp, h, w_hh, b_hh, mask, g0, b0, g1, b1):
+        ln = g0 is not None
+        hs = h.shape[1]
+        w_t = w_hh.t()
+        xs = xp.transpose(0, 1).contiguous()
+        saved = {k: [] for k in ("h", "hp", "rz", "n", "x0", "r0", "x1", "r1")}
+        outs = []
+        for t in range(xp.shape[1]):
+            xt = xs[t]
+            saved["h"].append(h)
+            hp = torch.addmm(b_hh, h, w_t)
+            rz = xt[:, :2 * hs] + hp[:, :2 * hs]
+            if ln:
+                rz, x0, r0 = _ln_forward(rz, g0, b0)
+                saved["x0"].append(x0)
+                saved["r0"].append(r0)
+            rz = torch.sigmoid(rz)
+            n = torch.addcmul(xt[:, 2 * hs:], rz[:, :hs], hp[:, 2 * hs:])
+            if ln:
+                n, x1, r1 = _ln_forward(n, g1, b1)
+                saved["x1"].append(x1)
+                saved["r1"].append(r1)
+            n = torch.tanh(n)
+            h = torch.lerp(n * mask if mask is not None else n, h, rz[:, hs:])
+            saved["hp"].append(hp)
+            saved["rz"].append(rz)
+            saved["n"].append(n)
+            outs.append(h)
+        _keep_for_backward(ctx, saved, w_hh, mask, (g0, b0, g1, b1))
+        return torch.stack(outs, 1), h
+
+    @staticmethod
+    def backward(ctx, dout, dh):
+        w_hh, mask, (g0, b0, g1, b1), (dg0, db0, dg1, db1) = _kept_for_backward(ctx)
+        sv, ln = ctx.saved, ctx.ln
+        steps = len(sv["n"])
+        hs = w_hh.shape[1]
+        dh = torch.zeros_like(sv["h"][0]) if dh is None else dh
+        dxs, dhps = [None] * steps, [None] * steps
+        for t in reversed(range(steps)):
+            hp, rz, n, h_prev = sv["hp"][t], sv["rz"][t], sv["n"][t], sv["h"][t]
+            r, z = rz[:, :hs], rz[:, hs:]
+            dht = dh if dout is None else dh + dout[:, t]
+            nm = n * mask if mask is not None else n
+            dn = dht * (1 - z)
+            if mask is not None:
+                dn = dn * mask
+            dn_pre = dn * (1 - n * n)
+            if ln:
+                dn_pre = _ln_backward(dn_pre, sv["x1"][t], sv["r1"][t], g1, dg1, db1)
+            drz = torch.empty_like(rz)
+            drz[:, :hs] = dn_pre * hp[:, 2 * hs:]
+            drz[:, hs:] = dht * (h_prev - nm)
+            drz = drz * rz * (1 - rz)
+            if ln:
+                drz = _ln_backward(drz, sv["x0"][t], sv["r0"][t], g0, dg0, db0)
+            dhp = torch.cat([drz, dn_pre * r], 1)
+            dxs[t] = torch.cat([drz, dn_pre], 1)
+            dhps[t] = dhp
+            dh = torch.addmm(dht * z, dhp, w_hh)
+        dhp_all = torch.stack(dhps, 1).flatten(0, 1)
+        dw = dhp_all.t() @ torch.stack(sv["h"], 1).flatten(0, 1)
+        return (torch.stack(dxs, 1), dh, dw, dhp_all.sum(0), None, dg0, db0, dg1, db1)

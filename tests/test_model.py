@@ -398,26 +398,35 @@ def test_bf16_with_step_by_step_options(options):
         assert model.rnn.leak_logit_l0.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
 @pytest.mark.parametrize("layer_norm", [False, True])
 @pytest.mark.parametrize("masked", [False, True])
-def test_the_written_out_lstm_backward_matches_finite_differences(layer_norm, masked):
-    """The LSTM loop's hand-written backward (cells._LSTMStretch), with and without layer norm
-    and a recurrent-dropout mask, against float64 finite differences."""
-    from charlm.cells import _LSTMStretch
+def test_the_written_out_backward_matches_finite_differences(cell, layer_norm, masked):
+    """The loops' hand-written backward (cells._LSTMStretch, cells._GRUStretch), with and
+    without layer norm and a recurrent-dropout mask, against float64 finite differences."""
+    from charlm.cells import _GRUStretch, _LSTMStretch
 
     torch.manual_seed(0)
     b, t, h = 2, 5, 3
+    norm_sizes = (4 * h, h) if cell == "lstm" else (2 * h, h)
     d = dict(dtype=torch.float64)
-    inputs = [torch.randn(b, t, 4 * h, **d), torch.randn(b, h, **d), torch.randn(b, h, **d),
-              torch.randn(4 * h, h, **d) * 0.5]
+    if cell == "lstm":  # xp, h0, c0, w_hh
+        inputs = [torch.randn(b, t, 4 * h, **d), torch.randn(b, h, **d), torch.randn(b, h, **d),
+                  torch.randn(4 * h, h, **d) * 0.5]
+    else:  # xp, h0, w_hh, b_hh
+        inputs = [torch.randn(b, t, 3 * h, **d), torch.randn(b, h, **d),
+                  torch.randn(3 * h, h, **d) * 0.5, torch.randn(3 * h, **d)]
     mask = (torch.rand(b, h) > 0.4).double() / 0.6 if masked else None
-    norms = [torch.rand(4 * h, **d) + 0.5, torch.randn(4 * h, **d), torch.rand(h, **d) + 0.5,
-             torch.randn(h, **d)] if layer_norm else [None] * 4
+    norms = [torch.rand(norm_sizes[0], **d) + 0.5, torch.randn(norm_sizes[0], **d),
+             torch.rand(norm_sizes[1], **d) + 0.5, torch.randn(norm_sizes[1], **d)] \
+        if layer_norm else [None] * 4
     leaves = [x.requires_grad_() for x in inputs + [n for n in norms if n is not None]]
 
     def run(*args):
-        xp, h0, c0, w = args[:4]
         ns = list(args[4:]) if layer_norm else [None] * 4
-        out, hn, cn = _LSTMStretch.apply(xp, h0, c0, w, mask, *ns)
-        return out.sum() + (hn * 2).sum() + (cn * 3).sum()
+        if cell == "lstm":
+            out, hn, cn = _LSTMStretch.apply(*args[:4], mask, *ns)
+            return out.sum() + (hn * 2).sum() + (cn * 3).sum()
+        out, hn = _GRUStretch.apply(*args[:4], mask, *ns)
+        return out.sum() + (hn * 2).sum()
     assert torch.autograd.gradcheck(run, tuple(leaves), eps=1e-6, atol=1e-6)
