@@ -32,6 +32,7 @@ DEFAULT_RUNS = Path("checkpoints")
 MODEL_OPTIONS = ("cell", "num_layers", "hidden_dim", "embed_dim", "dropout", "weight_drop",
                  "tie_weights", "learn_init_state", "layer_norm", "recurrent_dropout", "leak",
                  "learn_leak")
+SIZE_OPTIONS = ("cell", "num_layers", "hidden_dim", "embed_dim")  # what a preset sizes
 # Options that may change when a run is resumed; everything else must match the checkpoint.
 RESUMABLE_OPTIONS = ("max_steps", "epochs", "max_time", "eval_every", "save_every", "device",
                      "precision", "max_bad_steps")
@@ -289,7 +290,7 @@ def build_trainer(corpus: list[Path] | Path | str | None = None, out: Path | str
                               prepare_progress, warn)
     if preset is None:
         # A time budget with no size given: the preset made for budgets of that length.
-        sized = any(k in options for k in MODEL_OPTIONS)
+        sized = any(k in options for k in SIZE_OPTIONS)  # a regulariser alone is no size
         timed = options.get("max_time") is not None
         preset = preset_for_budget(options["max_time"]) if timed and not sized else "default"
     chosen = get_preset(preset)

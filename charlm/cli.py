@@ -240,9 +240,10 @@ def train(
     preset: Annotated[Optional[str], typer.Option(
         help=f"Model size and training budget: {PRESET_HELP}. tiny: seconds, for trying "
              f"things; fast: 1x640 LSTM, ~1-3 min on 2 cores; default: 2x256 LSTM, ~3-7 min; "
-             f"large: 2x512 LSTM, ~10 min with bf16. Options given below override the preset's values. "
-             f"Default: default, or with --max-time and no model option the preset made for "
-             f"that budget (fast up to 240 s, default up to 480 s, large beyond).")] = None,
+             f"large: 2x512 LSTM, ~10 min with bf16. Options given below override the "
+             f"preset's values. Default: default, or with --max-time and no size option "
+             f"(--cell, --layers, --hidden, --embed) the preset made for that budget (fast up "
+             f"to 240 s, default up to 480 s, large beyond).")] = None,
     out: Annotated[Optional[Path], typer.Option(
         help="Run directory. Default: ./checkpoints/<corpus name> (a numbered name if taken).")]
     = None,

@@ -243,6 +243,10 @@ def test_max_time_alone_picks_the_preset_made_for_that_budget(tmp_path, small_co
     t = build_trainer(small_corpus, out=tmp_path / "c", max_time=100, preset="tiny",
                       device="cpu")
     assert t.preset == "tiny"
+    # A regulariser is not a size: the budget still picks the preset, the option applies.
+    t = build_trainer(small_corpus, out=tmp_path / "d", max_time=100, dropout=0.3,
+                      device="cpu")
+    assert t.preset == "fast" and t.model.config.dropout == 0.3
 
 
 @pytest.mark.parametrize("native", [True, False])
