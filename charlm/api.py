@@ -176,7 +176,7 @@ def _foreign_files(run_dir: Path) -> list[str]:
     have left there (a new run may replace only those)."""
     if not run_dir.is_dir():
         return []
-    ours = set(RUN_FILES) | {LOCK_NAME}
+    ours = set(RUN_FILES) | {LOCK_NAME} | {p.name for p in stale_temp_files(run_dir)}
     foreign = []
     for p in sorted(run_dir.iterdir()):
         if p.name == "config.json":
@@ -186,7 +186,7 @@ def _foreign_files(run_dir: Path) -> list[str]:
                 mine = False
             if not mine:
                 foreign.append(p.name)
-        elif p.name not in ours and p not in stale_temp_files(run_dir):
+        elif p.name not in ours:
             foreign.append(p.name)
     return foreign
 

@@ -46,7 +46,37 @@ def layer_norm_sizes(cell: str, hidden: int) -> list[int]:
     return {"lstm": [4 * hidden, hidden], "gru": [2 * hidden, hidden]}.get(cell, [hidden])
 
 
-class LoopRNN(nn.Module):
+class SteppedRNN(nn.Module):
+    """What the step-by-step stacks share: torch.nn's uniform initialisation of their
+    ``weight_*``/``bias_*`` parameters, and the recurrent-dropout masks CharRNN draws once per
+    chunk (``sample_masks``) and clears after it (``clear_masks``)."""
+
+    mask_width: int  # the width of the masked recurrent quantity
+    mask_count: int  # how many masks a chunk needs (one per layer, or one shared)
+
+    def _init_uniform(self) -> None:
+        bound = 1 / math.sqrt(self.hidden_size)
+        with torch.no_grad():
+            for name, p in self.named_parameters():
+                if name.startswith(("weight_", "bias_")):
+                    p.uniform_(-bound, bound)
+
+    def sample_masks(self, batch: int, device, dtype) -> None:
+        """Draw this chunk's recurrent-dropout masks, one per layer (training only); every
+        stretch of the chunk (see CharRNN.forward) uses them, so the mask is the same at every
+        step of it."""
+        p = self.recurrent_dropout
+        self._masks = None
+        if self.training and p > 0:
+            keep = 1.0 - p
+            self._masks = [torch.empty(batch, self.mask_width, device=device, dtype=dtype)
+                           .bernoulli_(keep).div_(keep) for _ in range(self.mask_count)]
+
+    def clear_masks(self) -> None:
+        self._masks = None
+
+
+class LoopRNN(SteppedRNN):
     def __init__(self, cell: str, input_size: int, hidden_size: int, num_layers: int,
                  dropout: float = 0.0, layer_norm: bool = False, recurrent_dropout: float = 0.0,
                  leak: float = 0.5, learn_leak: bool = False):
@@ -71,30 +101,12 @@ class LoopRNN(nn.Module):
                 # g = sigmoid(leak_logit), one per unit, starting at the given leak
                 logit = math.log(leak / (1 - leak))
                 self.register_parameter(f"leak_logit_l{k}", nn.Parameter(torch.full((h,), logit)))
-        bound = 1 / math.sqrt(h)
-        with torch.no_grad():
-            for name, p in self.named_parameters():
-                if name.startswith(("weight_", "bias_")):
-                    p.uniform_(-bound, bound)
+        self._init_uniform()
+        self.mask_width, self.mask_count = h, num_layers
         self._masks: list[torch.Tensor] | None = None
 
-    # ----- recurrent dropout masks: one per chunk ------------------------------------------
-    def sample_masks(self, batch: int, device, dtype) -> None:
-        """Draw this chunk's recurrent-dropout masks (training only); every stretch of the chunk
-        (see CharRNN.forward) uses them, so the mask is the same at every step of it."""
-        p = self.recurrent_dropout
-        if not (self.training and p > 0):
-            self._masks = None
-            return
-        keep = 1.0 - p
-        self._masks = [torch.empty(batch, self.hidden_size, device=device, dtype=dtype)
-                       .bernoulli_(keep).div_(keep) for _ in range(self.num_layers)]
-
-    def clear_masks(self) -> None:
-        self._masks = None
-
     # ----- the forward ---------------------------------------------------------------------
-    def _ln(self, x: torch.Tensor, k: int, j: int) -> torch.Tensor:
+    def _ln(self, x: torch.Tensor, k: int, j: int = 0) -> torch.Tensor:
         w, b = getattr(self, f"ln{j}_weight_l{k}"), getattr(self, f"ln{j}_bias_l{k}")
         return F.layer_norm(x, (x.shape[-1],), w.to(x.dtype), b.to(x.dtype))
 
@@ -127,46 +139,23 @@ class LoopRNN(nn.Module):
         xp = F.linear(x, w_ih, b_ih)  # (B, T, G*H): every step's input product at once
         w_hh_t = w_hh.t()
         cell, ln = self.cell, self.layer_norm
-        hs = self.hidden_size
-        if cell != "gru":  # the recurrent bias joins the input products: one add for all steps
-            xp = xp + b_hh
-        xs = xp.transpose(0, 1).contiguous()  # time-major: each step's slice is contiguous
-        if cell == "leaky":
-            leak = (torch.sigmoid(getattr(self, f"leak_logit_l{k}")) if self.learn_leak
-                    else x.new_tensor(self.leak))
         if cell in ("lstm", "gru"):  # the backward written out (see _LSTMStretch)
             norms = [getattr(self, f"ln{j}_{w}_l{k}").to(x.dtype)
                      for j in (0, 1) for w in ("weight", "bias")] if ln else [None] * 4
             if cell == "lstm":
-                return _LSTMStretch.apply(xp, h, c, w_hh, mask, *norms)
+                return _LSTMStretch.apply(xp + b_hh, h, c, w_hh, mask, *norms)
             out, h = _GRUStretch.apply(xp, h, w_hh, b_hh, mask, *norms)
             return out, h, None
-        # Few, large operations per step: each one costs a fixed overhead on top of its work.
+        # rnn, irnn, leaky: the recurrent bias joins the input products (one add for all steps),
+        # time-major so each step's slice is contiguous; few, large operations per step.
+        xs = (xp + b_hh).transpose(0, 1).contiguous()
+        if cell == "leaky":
+            leak = (torch.sigmoid(getattr(self, f"leak_logit_l{k}")) if self.learn_leak
+                    else x.new_tensor(self.leak))
         outs = []
         for t in range(x.shape[1]):
             xt = xs[t]
-            if cell == "lstm":
-                pre = torch.addmm(xt, h, w_hh_t)
-                if ln:
-                    pre = self._ln(pre, k, 0)
-                gates = torch.sigmoid(pre)  # i, f, (g), o: one call for all of them
-                g = torch.tanh(pre[:, 2 * hs:3 * hs])
-                if mask is not None:
-                    g = g * mask
-                c = torch.addcmul(gates[:, hs:2 * hs] * c, gates[:, :hs], g)
-                h = gates[:, 3 * hs:] * torch.tanh(self._ln(c, k, 1) if ln else c)
-            elif cell == "gru":
-                hp = torch.addmm(b_hh, h, w_hh_t)
-                rz = xt[:, :2 * hs] + hp[:, :2 * hs]
-                if ln:
-                    rz = self._ln(rz, k, 0)
-                rz = torch.sigmoid(rz)
-                n_pre = torch.addcmul(xt[:, 2 * hs:], rz[:, :hs], hp[:, 2 * hs:])
-                n = torch.tanh(self._ln(n_pre, k, 1) if ln else n_pre)
-                if mask is not None:
-                    n = n * mask
-                h = torch.lerp(n, h, rz[:, hs:])  # (1 - z) n + z h
-            elif cell == "leaky":
+            if cell == "leaky":
                 pre = torch.addmm(xt, h, w_hh_t)
                 new = torch.tanh(self._ln(pre, k, 0) if ln else pre)
                 if mask is not None:
@@ -184,7 +173,7 @@ class LoopRNN(nn.Module):
         return torch.stack(outs, 1), h, c
 
 
-class JordanRNN(nn.Module):
+class JordanRNN(SteppedRNN):
     """Jordan network: the state carried from one step to the next is the model's previous
     output, the distribution over the vocab y_(t-1) = softmax(V h_(t-1) + c), not a hidden
     layer. With several layers, each reads the layer below (the first reads the input) and the
@@ -215,27 +204,17 @@ class JordanRNN(nn.Module):
             if layer_norm:
                 self.register_parameter(f"ln0_weight_l{k}", nn.Parameter(torch.ones(h)))
                 self.register_parameter(f"ln0_bias_l{k}", nn.Parameter(torch.zeros(h)))
-        bound = 1 / math.sqrt(h)
-        with torch.no_grad():
-            for name, p in self.named_parameters():
-                if name.startswith(("weight_", "bias_")):
-                    p.uniform_(-bound, bound)
+        self._init_uniform()
+        # the fed-back distribution: one mask, read by every layer
+        self.mask_width, self.mask_count = vocab_size, 1
         self._head = None
-        self._mask: torch.Tensor | None = None
+        self._masks: list[torch.Tensor] | None = None
 
     def set_head(self, weight: torch.Tensor, bias: torch.Tensor, never: torch.Tensor) -> None:
         self._head = (weight, bias, never)
 
-    def sample_masks(self, batch: int, device, dtype) -> None:
-        p = self.recurrent_dropout
-        self._mask = None
-        if self.training and p > 0:
-            keep = 1.0 - p
-            self._mask = torch.empty(batch, self.vocab_size, device=device,
-                                     dtype=dtype).bernoulli_(keep).div_(keep)
-
     def clear_masks(self) -> None:
-        self._mask = None
+        super().clear_masks()
         self._head = None
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None):
@@ -253,7 +232,7 @@ class JordanRNN(nn.Module):
         xp = F.linear(x, w_ih[0], b_ih[0])  # the first layer's input products, all at once
         outs = []
         for t in range(steps):
-            fed = y * self._mask if self._mask is not None else y
+            fed = y * self._masks[0] if self._masks is not None else y
             h = None
             for k in layers:
                 if k == 0:

@@ -15,20 +15,22 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from .cells import GATES, JordanRNN, LoopRNN, layer_norm_sizes
+from .cells import GATES, JordanRNN, LoopRNN, SteppedRNN, layer_norm_sizes
 from .config import flag
 from .errors import CharLMError
 from .vocab import PAD_ID
 
 CELLS = ("lstm", "gru", "rnn", "irnn", "leaky", "jordan")
-FUSED_CELLS = ("lstm", "gru", "rnn", "irnn")  # the rest, and some options, run in cells.LoopRNN
+FUSED_CELLS = ("lstm", "gru", "rnn", "irnn")  # the rest, and some options, run step by step
+                                              # (cells.LoopRNN, cells.JordanRNN)
 # The fused torch.nn layer that runs each cell; irnn is nn.RNN with ReLU and its own init.
 _LAYERS = {"lstm": (nn.LSTM, {}), "gru": (nn.GRU, {}), "rnn": (nn.RNN, {"nonlinearity": "tanh"}),
            "irnn": (nn.RNN, {"nonlinearity": "relu"})}
 IRNN_INPUT_STD = 0.001  # Le, Jaitly & Hinton 2015: identity recurrence, small input weights
 # What each --precision computes in (None: the weights' own float32); see CharRNN.compute_in.
 COMPUTE_DTYPES = {"fp32": None, "bf16": torch.bfloat16}
-State = tuple[torch.Tensor, ...]  # (h,) or (h, c), each (num_layers, B, hidden_dim)
+State = tuple[torch.Tensor, ...]  # (h,) or (h, c), each (num_layers, B, hidden_dim); jordan:
+                                  # (y,), the previous output distribution, (1, B, vocab)
 
 
 @dataclass(frozen=True)
@@ -226,7 +228,7 @@ class CharRNN(nn.Module):
             for name in weights:
                 if name.startswith("weight_hh"):
                     weights[name] = nn.functional.dropout(weights[name], p, training=True)
-        stepped = isinstance(self.rnn, (LoopRNN, JordanRNN))
+        stepped = isinstance(self.rnn, SteppedRNN)
         if stepped:  # one recurrent-dropout mask for the whole chunk
             self.rnn.sample_masks(batch, x.device, x.dtype)
         if isinstance(self.rnn, JordanRNN):  # its state is the output layer's distribution

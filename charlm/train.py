@@ -377,10 +377,7 @@ class Trainer:
             first = str(exc).splitlines()[0] if str(exc) else ""
             raise CharLMError(f"{run_dir}/{LAST}: the trainer state is damaged "
                               f"({type(exc).__name__}: {first})") from None
-        if trainer.finished():
-            raise CharLMError(f"nothing to do: the run is at step {trainer.pos.step}, already "
-                              f"past its stopping rule; give a larger --max-steps, --epochs or "
-                              f"--max-time")
+        trainer.check_not_finished()
         return trainer
 
     # ----- the loop ------------------------------------------------------------------------
@@ -451,12 +448,15 @@ class Trainer:
         return {"step": pos.step, "loss": loss_value, "lr": lr, "grad_norm": norm_value,
                 "symbols": count, "finite": finite}
 
-    def run(self) -> dict:
-        """Train until a stopping rule or a stop request; returns a summary."""
+    def check_not_finished(self) -> None:
         if self.pos.step > 0 and self.finished():
             raise CharLMError(f"nothing to do: the run is at step {self.pos.step}, already past "
                               f"its stopping rule; give a larger --max-steps, --epochs or "
                               f"--max-time")
+
+    def run(self) -> dict:
+        """Train until a stopping rule or a stop request; returns a summary."""
+        self.check_not_finished()
         self.lock.acquire()
         try:
             if self.pos.step == 0 and any((self.run_dir / f).exists() for f in (LAST, BEST)):
