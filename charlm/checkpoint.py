@@ -1,12 +1,20 @@
 """Checkpoints: one self-contained safetensors file each, written atomically, loaded without code.
 
-A checkpoint file holds the model weights and, in its metadata, the model config, the vocab, the
-run's config and SHA-256 digests of the tensor data and of the metadata (so truncation or bit
-flips are caught). A config is checked against the tensors in the file before any memory is
-given to the model, so absurd sizes are refused, not allocated. ``last``
+A checkpoint file holds the model weights and, in its metadata, the model's kind and config, the
+vocab, the run's config and SHA-256 digests of the tensor data and of the metadata (so
+truncation or bit flips are caught). A config is checked against the tensors in the file before
+any memory is given to the model, so absurd sizes are refused, not allocated. ``last``
 checkpoints also carry the trainer state needed to resume exactly (optimizer moments, step, RNG
-states, data position, the lanes' carried hidden states); nested Python structures are stored as
-JSON with tensors referenced by name. Nothing in a checkpoint is ever unpickled or executed.
+states, data position, carried states); nested Python structures are stored as JSON with
+tensors referenced by name. Nothing in a checkpoint is ever unpickled or executed.
+
+Format versions (every older one is read; a newer one is refused by name):
+
+    1  charlm 0.1.0: a recurrent language model; weights named embed.*, rnn.*, init_state.*,
+       head.*; a flat trainer state.
+    2  the model's kind is recorded ("rnn-lm"); the language model's backbone weights are named
+       backbone.embed.*, backbone.rnn.*, backbone.init_state.*; the trainer state holds the
+       loop's position and the task's state apart. Version-1 files are read as version 2.
 
 Writes go to a temporary file in the same directory, are fsync'ed, then renamed over the old
 file: a crash leaves either the old checkpoint or the new one, never half of one.
@@ -16,51 +24,24 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from .errors import CharLMError
-from .model import CharRNN, ModelConfig
-from .vocab import Vocab
+from .files import atomic_write
+from .models import model_class
+from .models.backbone import TooLargeToCount
+from .text.vocab import Vocab
 
 FORMAT = "charlm-checkpoint"
-FORMAT_VERSION = 1
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, whole."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        try:
-            os.fchmod(fd, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual mode
-        except OSError:
-            pass  # a filesystem without modes (FAT, some network mounts)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass  # some filesystems cannot fsync a directory; the rename itself is still atomic
+FORMAT_VERSION = 2
+READS = (1, 2)
+# Version 1 named the backbone's weights without their module.
+_V1_NAMES = {"embed.": "backbone.embed.", "rnn.": "backbone.rnn.",
+             "init_state.": "backbone.init_state."}
 
 
 def _flatten(obj, tensors: dict, prefix: str):
@@ -110,15 +91,29 @@ def _meta_digest(meta: dict[str, str]) -> str:
     return h.hexdigest()
 
 
-def model_tensors(model: CharRNN) -> dict[str, torch.Tensor]:
-    state = model.state_dict()
-    if model.config.tie_weights:
-        state.pop("head.weight", None)  # the same tensor as embed.weight
-    return {f"model/{k}": v.detach().contiguous().cpu() for k, v in state.items()}
+def _aliases(model: nn.Module) -> dict[str, str]:
+    """Parameter names that are another name of an earlier parameter (tied weights), each
+    with that earlier name; a file stores the tensor once."""
+    first: dict[int, str] = {}
+    aliases = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if id(p) in first:
+            aliases[name] = first[id(p)]
+        else:
+            first[id(p)] = name
+    return aliases
 
 
-def save_checkpoint(path: Path, model: CharRNN, vocab: Vocab, run_config: dict, info: dict,
+def model_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    aliases = _aliases(model)
+    return {f"model/{k}": v.detach().contiguous().cpu() for k, v in model.state_dict().items()
+            if k not in aliases}
+
+
+def save_checkpoint(path: Path, model: nn.Module, vocab: Vocab, run_config: dict, info: dict,
                     trainer_state: dict | None = None) -> None:
+    """Write ``model`` (a class of ``charlm.models``, with its ``config``) and what belongs with
+    it to ``path``, atomically."""
     from safetensors.torch import save
 
     tensors = model_tensors(model)
@@ -126,6 +121,7 @@ def save_checkpoint(path: Path, model: CharRNN, vocab: Vocab, run_config: dict, 
     metadata = {
         "format": FORMAT,
         "version": str(FORMAT_VERSION),
+        "kind": model.kind,
         "model_config": json.dumps(model.config.to_dict()),
         "vocab_kind": vocab.kind,
         "vocab": vocab.to_json(),
@@ -138,18 +134,23 @@ def save_checkpoint(path: Path, model: CharRNN, vocab: Vocab, run_config: dict, 
     atomic_write(path, save(tensors, metadata=metadata))
 
 
-def check_shapes(path: Path, config: ModelConfig, weights: dict[str, torch.Tensor]) -> None:
+def check_shapes(path: Path, model_cls: type, config, weights: dict[str, torch.Tensor]) -> None:
     """The config's model must have exactly the tensors in the file. Checked on a model built
     on the "meta" device (shapes only, no memory), so a config claiming absurd sizes is refused
     before anything is allocated for it."""
-    stored = sum(t.numel() for k, t in weights.items() if not (config.tie_weights
-                                                                and k == "head.weight"))
-    if stored != config.num_parameters():  # arithmetic only, whatever the sizes claimed
+    stored = sum(t.numel() for t in weights.values())
+    try:
+        expected_count = model_cls.count_parameters(config)  # on the meta device
+        described = f"{expected_count:,}"
+    except TooLargeToCount as exc:
+        expected_count, described = None, f"more than {exc.at_least:,}"
+    if stored != expected_count:  # no model of the claimed depth is built for this
         raise CharLMError(f"{path}: weights do not match the model config (the file holds "
-                          f"{stored:,} parameters, the config describes "
-                          f"{config.num_parameters():,})")
+                          f"{stored:,} parameters, the config describes {described})")
     with torch.device("meta"):
-        expected = {k: tuple(v.shape) for k, v in CharRNN(config).state_dict().items()}
+        model = model_cls(config)
+        aliases = _aliases(model)
+        expected = {k: tuple(v.shape) for k, v in model.state_dict().items() if k not in aliases}
     for name, shape in expected.items():
         got = weights.get(name)
         if got is None:
@@ -168,18 +169,21 @@ class Checkpoint:
     """A loaded checkpoint: a ready model, its vocab, and what was saved beside them."""
 
     path: Path
-    model: CharRNN
+    model: nn.Module
     vocab: Vocab
     run_config: dict
     info: dict
     trainer_state: dict | None
+    version: int = FORMAT_VERSION  # the format the file was written in
+
+    @property
+    def kind(self) -> str:
+        return self.model.kind
 
 
-def load_checkpoint(path: Path, device: str | torch.device = "cpu",
-                    with_trainer: bool = False) -> Checkpoint:
+def _read(path: Path) -> tuple[dict, dict]:
     from safetensors import safe_open
 
-    path = Path(path)
     if not path.is_file():
         raise CharLMError(f"{path}: checkpoint not found")
     try:
@@ -191,14 +195,49 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu",
                           f"{str(exc).splitlines()[0] if str(exc) else 'unreadable'})") from None
     if meta.get("format") != FORMAT:
         raise CharLMError(f"{path}: not a charlm checkpoint")
-    if meta.get("version") != str(FORMAT_VERSION):
+    if meta.get("version") not in {str(v) for v in READS}:
         raise CharLMError(f"{path}: checkpoint format version {meta.get('version')} is not "
-                          f"supported (this charlm reads version {FORMAT_VERSION})")
+                          f"supported (this charlm reads versions {READS[0]} to {READS[-1]})")
     if meta.get("sha256") != _digest(tensors):
         raise CharLMError(f"{path}: checkpoint is damaged (tensor checksum mismatch)")
     if "meta_sha256" in meta and meta["meta_sha256"] != _meta_digest(meta):
         raise CharLMError(f"{path}: checkpoint is damaged (metadata checksum mismatch)")
+    return meta, tensors
+
+
+def _v1_weight_name(name: str) -> str:
+    for old, new in _V1_NAMES.items():
+        if name.startswith(old):
+            return new + name[len(old):]
+    return name
+
+
+def _v1_trainer_state(state: dict) -> dict:
+    """A version-1 (flat) trainer state in the version-2 layout."""
+    best = None
+    if state["best_val"] is not None:
+        best = {"val_loss": state["best_val"], "val_bpc": state.get("best_bpc")}
+    upgraded = {
+        "loop": {"step": state["step"], "epoch": state["epoch"], "batch": state["chunk"],
+                 "elapsed": state["elapsed"], "targets": state["symbols"], "best": best,
+                 "bad_steps": state["bad_steps"], "skipped": state["skipped"]},
+        "task": {k: state[k] for k in ("lanes", "bptt_len", "lane_state")},
+        "optimizer": state["optimizer"],
+        "rng": state["rng"],
+    }
+    if "cuda_rng" in state:
+        upgraded["cuda_rng"] = state["cuda_rng"]
+    return upgraded
+
+
+def load_checkpoint(path: Path, device: str | torch.device = "cpu",
+                    with_trainer: bool = False) -> Checkpoint:
+    path = Path(path)
+    meta, tensors = _read(path)
+    version = int(meta["version"])
     try:
+        kind = meta.get("kind", "rnn-lm") if version == 1 else meta["kind"]
+        model_cls = model_class(kind)
         config_dict = json.loads(meta["model_config"])
         run_config = json.loads(meta.get("run_config", "{}"))
         info = json.loads(meta.get("info", "{}"))
@@ -212,7 +251,7 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu",
                 raise TypeError(f"the run config's {key!r} is not a JSON object")
         if trainer_skel is not None and not isinstance(trainer_skel, dict):
             raise TypeError("the trainer state is not a JSON object")
-        config = ModelConfig.from_dict(config_dict)
+        config = model_cls.config_class.from_dict(config_dict)
         vocab = Vocab.from_json(meta["vocab_kind"], meta["vocab"])
     except (KeyError, ValueError, TypeError, RecursionError, CharLMError) as exc:
         raise CharLMError(f"{path}: checkpoint metadata is damaged ({exc})") from None
@@ -220,10 +259,12 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu",
         raise CharLMError(f"{path}: vocab has {vocab.size} symbols but the model expects "
                           f"{config.vocab_size}")
     weights = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
-    if config.tie_weights:
-        weights["head.weight"] = weights.get("embed.weight")
-    check_shapes(path, config, weights)  # before any memory is given to the model
-    model = CharRNN(config)
+    if version == 1:
+        weights = {_v1_weight_name(k): v for k, v in weights.items()}
+    check_shapes(path, model_cls, config, weights)  # before any memory is given to the model
+    model = model_cls(config)
+    for alias, name in _aliases(model).items():
+        weights[alias] = weights[name]
     try:
         model.load_state_dict(weights, strict=True)
     except (RuntimeError, TypeError) as exc:
@@ -231,9 +272,12 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu",
         raise CharLMError(f"{path}: weights do not match the model config "
                           f"({' '.join(first[:2]) if first else exc})") from None
     model.to(device)
-    try:
-        trainer_state = (_unflatten(trainer_skel, tensors) if with_trainer and trainer_skel
-                         else None)
-    except (KeyError, ValueError, TypeError, RecursionError) as exc:
-        raise CharLMError(f"{path}: the trainer state is damaged ({exc})") from None
-    return Checkpoint(path, model, vocab, run_config, info, trainer_state)
+    trainer_state = None
+    if with_trainer and trainer_skel:
+        try:
+            trainer_state = _unflatten(trainer_skel, tensors)
+            if version == 1:
+                trainer_state = _v1_trainer_state(trainer_state)
+        except (KeyError, ValueError, TypeError, RecursionError) as exc:
+            raise CharLMError(f"{path}: the trainer state is damaged ({exc})") from None
+    return Checkpoint(path, model, vocab, run_config, info, trainer_state, version)

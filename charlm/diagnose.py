@@ -24,16 +24,93 @@ respect to a distribution, not to a hidden layer: compare its shape, not its lev
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from .checkpoint import load_checkpoint
 from .errors import CharLMError
-from .model import CharRNN
-from .vocab import PAD_ID
+from .files import first_free
+from .models import LMConfig, RecurrentLM
+from .models.backbone import CELLS
+from .options import Options, non_negative_int, option, positive_int
+from .text.sources import read_text
+from .text.vocab import PAD_ID, CharVocab
+from .training.run_dir import find_checkpoint
 
 WARM_UP = 64  # symbols read (no gradient) before each window
+DEFAULT_PLOT = Path("gradients.png")
+
+
+def _cells(flag: str, value: str) -> None:
+    for c in value.split(","):
+        if c.strip() and c.strip() not in CELLS:
+            raise CharLMError(f"{flag} must be among {', '.join(CELLS)}, not {c.strip()!r}")
+
+
+@dataclass(frozen=True)
+class DiagnoseConfig(Options):
+    """What ``charlm diagnose gradients`` measures, and on which models."""
+
+    cell: str | None = option(
+        None, "Freshly initialised models of these cells, comma-separated (e.g. rnn,lstm).",
+        check=_cells, default_help="rnn,lstm when no --checkpoint is given")
+    num_layers: int = option(1, "Layers of the fresh models.", flag="--layers",
+                             check=positive_int)
+    hidden_dim: int = option(128, "Hidden units of the fresh models.", flag="--hidden",
+                             check=positive_int)
+    embed_dim: int = option(64, "Embedding size of the fresh models.", flag="--embed",
+                            check=positive_int)
+    max_k: int = option(100, "Longest distance k (steps) between the state and the loss.",
+                        check=positive_int)
+    windows: int = option(128, "Positions in the text the curve is averaged over.",
+                          check=positive_int)
+    exploding_windows: int = option(32, "Windows whose weight-gradient norm is measured.",
+                                    check=non_negative_int, command_line=False)
+    batch: int = option(32, "Windows measured together.", check=positive_int,
+                        command_line=False)
+    plot: Path | None = option(
+        None, "PNG file for the plot; an explicit path that exists is refused.",
+        default_help=f"{DEFAULT_PLOT} (numbered if taken)")
+    seed: int = option(0, "Seed for the fresh models and the positions.", check=non_negative_int)
+
+    def fresh_cells(self, with_checkpoints: bool) -> list[str]:
+        cells = [c.strip() for c in self.cell.split(",") if c.strip()] if self.cell else []
+        return cells or ([] if with_checkpoints else ["rnn", "lstm"])
+
+    def plot_path(self) -> Path:
+        """Where the plot goes; an existing file is never overwritten."""
+        if self.plot is not None:
+            if Path(self.plot).exists():
+                raise CharLMError(f"--plot {self.plot} exists; choose another path or remove it")
+            return Path(self.plot)
+        return first_free(DEFAULT_PLOT)
+
+
+def measure(texts: list[Path], checkpoints: list[Path],
+            config: DiagnoseConfig) -> dict[str, dict]:
+    """The profile of each checkpoint (named by its path) and of a fresh model of each of the
+    config's cells, on the text of ``texts`` read as one stream."""
+    raw = "".join(read_text(p) for p in texts)
+    models = {}
+    for path in checkpoints:
+        ckpt = load_checkpoint(find_checkpoint(path))
+        models[str(path)] = (ckpt.model, ckpt.vocab)
+    cells = config.fresh_cells(with_checkpoints=bool(checkpoints))
+    if cells:
+        vocab = CharVocab(raw)
+        for c in cells:
+            torch.manual_seed(config.seed)
+            model_config = LMConfig.for_vocab(vocab, cell=c, num_layers=config.num_layers,
+                                              hidden_dim=config.hidden_dim,
+                                              embed_dim=config.embed_dim)
+            name = f"{c} {config.num_layers}x{config.hidden_dim} (fresh)"
+            models[name] = (RecurrentLM(model_config), vocab)
+    return {name: gradient_profile(model, vocab.encode(raw), config)
+            for name, (model, vocab) in models.items()}
 
 
 def _windows(tokens: np.ndarray, count: int, length: int, seed: int,
@@ -52,18 +129,15 @@ def _windows(tokens: np.ndarray, count: int, length: int, seed: int,
     return ok[:count]
 
 
-def gradient_profile(model: CharRNN, tokens: np.ndarray, max_k: int = 100,
-                     windows: int = 128, batch: int = 32, exploding_windows: int = 32,
-                     seed: int = 0) -> dict:
-    """Mean and largest ``norm(dL_t/ds_{t-k})`` over ``windows`` windows, for k = 0..max_k,
-    and the weight-gradient norms of ``exploding_windows`` single windows."""
-    if max_k < 1:
-        raise CharLMError(f"--max-k must be >= 1, got {max_k}")
-    if windows < 1:
-        raise CharLMError(f"--windows must be >= 1, got {windows}")
-    if exploding_windows < 0:
-        raise CharLMError(f"exploding_windows must be >= 0, got {exploding_windows}")
-    device = next(model.parameters()).device
+def gradient_profile(model: RecurrentLM, tokens: np.ndarray,
+                     config: DiagnoseConfig | None = None) -> dict:
+    """Mean and largest ``norm(dL_t/ds_{t-k})`` over ``config.windows`` windows, for
+    k = 1..max_k, and the weight-gradient norms of ``config.exploding_windows`` single
+    windows."""
+    c = config or DiagnoseConfig()
+    max_k, windows, batch, exploding_windows, seed = (c.max_k, c.windows, c.batch,
+                                                      c.exploding_windows, c.seed)
+    device = model.device
     was_training = model.training
     model.eval()  # no dropout: the curve belongs to the network, not to a dropout mask
     # Targets no model can predict (UNK; PAD never occurs) are not scored, as in evaluate.

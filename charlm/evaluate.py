@@ -1,9 +1,10 @@
 """Held-out evaluation: the summed loss over a whole split, the state carried through the text.
 
-The split is cut into parallel lanes (see ``batching``); each lane warms its state up on the text
-just before its range (``burn_in``), so the figures match one sequential pass closely while running
-many lanes at once. Unknown symbols (characters the vocab never saw) are not scored: no model can
-predict them. They are counted and reported instead.
+Any ``NextSymbolModel`` (see ``charlm.predictor``) is evaluated the same way. The split is cut
+into parallel lanes (see ``text.batching``); each lane warms its state up on the text just
+before its range (``burn_in``), so the figures match one sequential pass closely while running
+many lanes at once. Unknown symbols (characters the vocab never saw) are not scored: no model
+can predict them. They are counted and reported instead.
 
     loss_nats   total nats / scored symbols             (nats per symbol)
     perplexity  exp(loss_nats)
@@ -14,53 +15,71 @@ predict them. They are counted and reported instead.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
-from .batching import LaneLayout
-from .corpus import Split
+from .devices import COMPUTE_DTYPES, DEVICE_HELP, DEVICES, EVAL_PRECISIONS
 from .errors import CharLMError
-from .config import EVAL_PRECISIONS, check_precision
-from .model import COMPUTE_DTYPES, CharRNN, loss_sum
-from .vocab import PAD_ID, Vocab
-
+from .options import Options, option, positive_int
+from .predictor import NextSymbolModel, loss_sum
+from .text.batching import LaneLayout
+from .text.corpus import Split
+from .text.vocab import PAD_ID, Vocab
 
 MIN_LANES, MAX_LANES, SYMBOLS_PER_LANE = 32, 512, 16384
 MAX_LOGITS = 1 << 26  # logits held at once (lanes x chunk x vocab): 256 MB in float32
 
 
-def auto_lanes(symbols: int, bptt_len: int = 256, vocab_size: int = 0) -> int:
+@dataclass(frozen=True)
+class EvalConfig(Options):
+    """How a text is evaluated."""
+
+    lanes: int | None = option(
+        None, "Parallel lanes the text is cut into (each warms up on the symbols before its "
+              "start).", check=positive_int,
+        default_help=f"{MIN_LANES}, or for long texts one per {SYMBOLS_PER_LANE // 1024}k "
+                     f"symbols, at most {MAX_LANES}")
+    bptt_len: int = option(256, "Symbols per chunk of the forward.", check=positive_int,
+                           command_line=False)
+    burn_in: int = option(256, "Symbols each lane reads before its range, unscored.",
+                          command_line=False)
+    precision: str = option(
+        "fp32", "fp32 (exact) or bf16: the forward computes on bfloat16 casts of the weights, "
+                "faster on CPUs with bf16 instructions; figures then move in the third or fourth "
+                "decimal.", choices=EVAL_PRECISIONS)
+    device: str = option("cpu", DEVICE_HELP, choices=DEVICES)
+
+
+def auto_lanes(symbols: int, bptt_len: int | None = None, vocab_size: int = 0) -> int:
     """Lanes for a text of ``symbols``: 32 for short texts (a validation split), more for long
-    ones, one per 16k symbols up to 512 while a chunk's logits stay within MAX_LOGITS, so the
-    forward runs on larger matrices. The warm-up before each lane keeps the figure close to one
-    sequential pass whatever the count."""
+    ones, one per 16k symbols up to 512 while a chunk's logits (of ``bptt_len`` symbols, by
+    default EvalConfig's) stay within MAX_LOGITS, so the forward runs on larger matrices. The
+    warm-up before each lane keeps the figure close to one sequential pass whatever the
+    count."""
+    bptt_len = bptt_len or EvalConfig.default("bptt_len")
     by_memory = MAX_LOGITS // max(1, bptt_len * vocab_size)
     return max(MIN_LANES, min(MAX_LANES, by_memory, symbols // SYMBOLS_PER_LANE))
 
 
 @torch.no_grad()
-def evaluate(model: CharRNN, vocab: Vocab, split: Split, lanes: int | None = None,
-             bptt_len: int = 256,
-             burn_in: int = 256, device: torch.device | str | None = None,
-             precision: str = "fp32") -> dict:
-    """``precision`` "bf16" runs the forward on bfloat16 casts of the weights (faster on CPUs
-    with bf16 instructions); the loss is still summed in float32 and in float64 across chunks,
-    but each logit carries bf16's ~3 significant digits, so figures move in the third or fourth
-    decimal. "fp32" (the default) is exact."""
-    check_precision(precision, EVAL_PRECISIONS)
-    dtype = COMPUTE_DTYPES[precision]
+def evaluate(model: NextSymbolModel, vocab: Vocab, split: Split,
+             config: EvalConfig | None = None) -> dict:
+    """The figures of ``model`` on ``split``. Precision "bf16" runs the forward on bfloat16
+    casts of the weights (faster on CPUs with bf16 instructions); the loss is still summed in
+    float32 and in float64 across chunks, but each logit carries bf16's ~3 significant digits,
+    so figures move in the third or fourth decimal. "fp32" (the default) is exact."""
+    config = config or EvalConfig()
     if split.chars - split.unknown < 1:
         raise CharLMError("no text to evaluate" + (": every character is unknown to the model"
                                                    if split.unknown else ""))
-    device = device or next(model.parameters()).device
-    lanes = auto_lanes(split.symbols, bptt_len, vocab.size) if lanes is None else lanes
-    was_training = model.training
-    model.eval()
-    layout = LaneLayout(split.tokens, split.doc_starts, lanes, bptt_len, vocab.eod_id,
-                        burn_in=burn_in)
-    state = model.initial_state(layout.num_lanes)
+    device = model.device
+    lanes = config.lanes or auto_lanes(split.symbols, config.bptt_len, vocab.size)
+    layout = LaneLayout(split.tokens, split.doc_starts, lanes, config.bptt_len, vocab.eod_id,
+                        burn_in=config.burn_in)
     total, count = 0.0, 0
-    try:
+    with model.inference(COMPUTE_DTYPES[config.precision]):
+        state = model.initial_state(layout.num_lanes)
         for chunk in range(layout.chunks_per_epoch):
             b = layout.batch(chunk)
             x = torch.from_numpy(b.inputs).to(device)
@@ -68,13 +87,10 @@ def evaluate(model: CharRNN, vocab: Vocab, split: Split, lanes: int | None = Non
             if vocab.unk_id is not None:
                 y = y.masked_fill(y == vocab.unk_id, PAD_ID)
             reset = torch.from_numpy(b.reset).to(device)
-            with model.compute_in(dtype):
-                logits, state = model(x, state, reset)
+            logits, state = model.next_logits(x, state, reset)
             s, n = loss_sum(logits, y)
             total += float(s)
             count += n
-    finally:
-        model.train(was_training)
     loss = total / count if count else float("nan")
     chars = split.chars - split.unknown  # unknown characters are not scored
     return {

@@ -8,15 +8,46 @@ document starts from a fresh state. PAD and UNK are never drawn (their logits ar
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from contextlib import contextmanager
+from dataclasses import dataclass, replace
 
 import torch
 
-from .config import MAX_SEED, check_seed
+from .devices import DEVICE_HELP, DEVICES
 from .errors import CharLMError
-from .model import CharRNN
-from .vocab import Vocab
+from .options import (MAX_SEED, Options, non_negative_int, non_negative_number, option,
+                      positive_int, seed as seed_check)
+from .predictor import NextSymbolModel
+from .text.vocab import Vocab
+
+
+@dataclass(frozen=True)
+class SampleConfig(Options):
+    """What to generate."""
+
+    prime: str = option("", "Text the model reads first and continues; it is printed before "
+                            "the continuation.", default_help="nothing")
+    length: int = option(500, "Characters to generate per sample.", check=non_negative_int)
+    temperature: float = option(0.8, "Temperature: below 1 is safer, above 1 wilder; 0 always "
+                                     "takes the most likely symbol (greedy).", flag="--temp",
+                                check=non_negative_number)
+    top_k: int | None = option(None, "Draw only from the k most likely symbols (0 = all).",
+                               check=non_negative_int, default_help="all")
+    num_samples: int = option(1, "Independent samples to generate (sample i uses seed "
+                                 "+ i - 1).", check=positive_int)
+    seed: int | None = option(None, "Random seed: the same seed gives the same text.",
+                              check=seed_check, default_help="random (printed on stderr)")
+    device: str = option("cpu", DEVICE_HELP, choices=DEVICES)
+
+    def with_seed(self) -> SampleConfig:
+        """This config, with a seed drawn at random if it has none."""
+        return self if self.seed is not None else replace(self, seed=draw_seed())
+
+
+def draw_seed() -> int:
+    return int.from_bytes(os.urandom(4), "little") % (2**31)
 
 
 @contextmanager
@@ -32,20 +63,6 @@ def _step_context(device: torch.device):
         yield
     finally:
         torch.backends.mkldnn.enabled = before
-
-
-def check_options(temperature: float, length: int, top_k: int | None,
-                  num_samples: int, seed: int = 0) -> None:
-    """Refuse out-of-range sampling options (before any model is loaded, in the CLI)."""
-    check_seed(seed)
-    if not 0 <= temperature < float("inf"):  # also refuses NaN
-        raise CharLMError(f"--temp must be a finite number >= 0, got {temperature}")
-    if length < 0:
-        raise CharLMError(f"--length must be >= 0, got {length}")
-    if top_k is not None and top_k < 0:
-        raise CharLMError(f"--top-k must be >= 0, got {top_k}")
-    if num_samples < 1:
-        raise CharLMError(f"--num-samples must be >= 1, got {num_samples}")
 
 
 class RowRandom:
@@ -95,23 +112,26 @@ def pick(logits: torch.Tensor, temperature: float, top_k: int | None,
 
 
 @torch.no_grad()
-def generate(model: CharRNN, vocab: Vocab, length: int, prime: str = "", temperature: float = 0.8,
-             top_k: int | None = None, seed: int = 0, num_samples: int = 1,
+def generate(model: NextSymbolModel, vocab: Vocab, config: SampleConfig,
              separator: str = "\n\n", on_text: Callable[[int, str], None] | None = None,
              on_warning: Callable[[str], None] | None = None,
              collect: bool = True) -> list[str]:
-    """Generate ``num_samples`` texts of ``length`` characters each after ``prime``.
+    """Generate ``config.num_samples`` texts of ``config.length`` characters each after
+    ``config.prime`` (the config must have a seed: see ``SampleConfig.with_seed``).
 
     ``on_text(sample_index, text)`` receives text as soon as it is decoded (streaming). The
     returned strings hold the generated continuation only, without the prime; with
     ``collect=False`` nothing is kept (memory stays flat however long the stream) and empty
     strings are returned.
     """
-    check_options(temperature, length, top_k, num_samples, seed)
-    device = next(model.parameters()).device
-    model.eval()
+    c = config
+    if c.seed is None:
+        raise ValueError("generate needs a seed; see SampleConfig.with_seed")
+    length, temperature, top_k, num_samples, prime = (c.length, c.temperature, c.top_k or None,
+                                                      c.num_samples, c.prime)
+    device = model.device
     # Sample i is seeded with seed + i: the first of N samples equals a single sample.
-    rows = RowRandom([seed + i for i in range(num_samples)], device)
+    rows = RowRandom([c.seed + i for i in range(num_samples)], device)
     prime_ids = vocab.encode(prime) if prime else []
     if prime and vocab.unk_id is not None:
         unknown = int((prime_ids == vocab.unk_id).sum())
@@ -125,8 +145,8 @@ def generate(model: CharRNN, vocab: Vocab, length: int, prime: str = "", tempera
     decoders = [vocab.stream_decoder() for _ in range(num_samples)]
     outputs = [[] for _ in range(num_samples)]
     written = [0] * num_samples
-    with _step_context(device):
-        logits, state = model(x)
+    with model.inference(), _step_context(device):
+        logits, state = model.next_logits(x)
         last = logits[:, -1]
         while min(written) < length:
             nxt = pick(last, temperature, top_k, rows.next() if temperature else None)
@@ -144,7 +164,7 @@ def generate(model: CharRNN, vocab: Vocab, length: int, prime: str = "", tempera
                         on_text(b, text)
             if vocab.eod_id in tokens:
                 state = model.reset_state(state, nxt == vocab.eod_id)
-            logits, state = model(nxt[:, None], state)
+            logits, state = model.next_logits(nxt[:, None], state)
             last = logits[:, -1]
     for b in range(num_samples):
         tail = decoders[b].flush()[: max(length - written[b], 0)]

@@ -1,13 +1,39 @@
+"""Fixtures every test may use. ``pytest --device cuda`` runs the device-aware tests (those
+taking the ``device`` fixture) on a GPU; the default is the CPU."""
+
+import functools
 import os
 from pathlib import Path
 
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
-SHAKESPEARE = REPO / "data" / "tinyshakespeare.txt"
+from tests.helpers import SHAKESPEARE, tiny_options as _tiny_options
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def pytest_addoption(parser):
+    parser.addoption("--device", default="cpu", choices=("cpu", "cuda"),
+                     help="device for the tests that take the `device` fixture")
+
+
+def pytest_collection_modifyitems(config, items):
+    """On a device other than the CPU, tests marked `cpu_only` are skipped."""
+    if config.getoption("--device") == "cpu":
+        return
+    skip = pytest.mark.skip(reason="asserts what charlm guarantees on the CPU only")
+    for item in items:
+        if "cpu_only" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def device(pytestconfig) -> str:
+    name = pytestconfig.getoption("--device")
+    if name == "cuda" and not torch.cuda.is_available():
+        pytest.exit("--device cuda: no CUDA device here", returncode=4)
+    return name
 
 
 @pytest.fixture(autouse=True)
@@ -16,6 +42,13 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("CHARLM_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture
+def tiny_options(device):
+    """``tiny_options(**overrides)``: options of a run that trains in about a second, on the
+    test device."""
+    return functools.partial(_tiny_options, device)
 
 
 @pytest.fixture
@@ -29,12 +62,3 @@ def small_corpus(tmp_path, small_text) -> Path:
     path = tmp_path / "small.txt"
     path.write_text(small_text, encoding="utf-8")
     return path
-
-
-def tiny_options(**overrides):
-    """Options for a model and run small enough to train in about a second."""
-    options = dict(preset="tiny", cell="lstm", num_layers=1, hidden_dim=32, embed_dim=16,
-                   batch_size=4, bptt_len=32, max_steps=20, eval_every=10, save_every=10,
-                   device="cpu")
-    options.update(overrides)
-    return options

@@ -1,7 +1,7 @@
 import numpy as np
 from hypothesis import given, settings, strategies as st
 
-from charlm.batching import LaneLayout
+from charlm.text.batching import LaneLayout
 
 EOD = 2
 

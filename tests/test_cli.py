@@ -227,8 +227,8 @@ def test_ctrl_c_saves_then_exits_130(tmp_path, small_corpus):
     assert "Traceback" not in stderr and "--resume" in stderr
     steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
     from charlm.checkpoint import load_checkpoint
-    ckpt = load_checkpoint(tmp_path / "run" / "last.safetensors", with_trainer=True)
-    assert ckpt.trainer_state["step"] == max(steps)  # saved at the step it stopped on
+    ckpt = load_checkpoint(tmp_path / "run" / "last.safetensors")
+    assert ckpt.info["step"] == max(steps)  # saved at the step it stopped on
 
 
 def test_options_for_raw_text_refused_on_a_prepared_corpus(tmp_path, small_corpus):

@@ -3,12 +3,13 @@ import json
 import numpy as np
 import pytest
 
-from charlm.corpus import PreparedCorpus, parse_separator, prepare, prepare_cached
 from charlm.errors import CharLMError
+from charlm.text.corpus import PrepareConfig, PreparedCorpus, prepare, prepare_cached
+from charlm.text.documents import parse_separator
 
 
 def test_char_corpus_layout_and_metadata(tmp_path, small_corpus, small_text):
-    c = prepare([small_corpus], tmp_path / "prep", val_fraction=0.1)
+    c = prepare([small_corpus], tmp_path / "prep", PrepareConfig(val_fraction=0.1))
     meta = json.loads((tmp_path / "prep" / "meta.json").read_text())
     assert meta["vocab"]["kind"] == "char" and meta["dtype"] == "uint8"
     assert meta["sources"][0]["sha256"] and meta["sources"][0]["bytes"] == len(small_text)
@@ -29,7 +30,7 @@ def test_documents_by_separator_each_start_with_eod(tmp_path):
     names = [f"name{i}" for i in range(200)]
     src = tmp_path / "names.txt"
     src.write_text("\n".join(names) + "\n", encoding="utf-8")
-    c = prepare([src], tmp_path / "prep", doc_separator=parse_separator(r"\n"))
+    c = prepare([src], tmp_path / "prep", PrepareConfig(doc_separator=parse_separator(r"\n")))
     got = []
     for split in (c.split("train"), c.split("val")):
         toks = np.asarray(split.tokens)
@@ -98,7 +99,7 @@ def test_cache_reuses_by_content(tmp_path, small_corpus):
 
 
 def test_bpe_corpus_round_trip(tmp_path, small_corpus, small_text):
-    c = prepare([small_corpus], tmp_path / "prep", vocab_kind="bpe", vocab_size=400)
+    c = prepare([small_corpus], tmp_path / "prep", PrepareConfig(vocab="bpe", vocab_size=400))
     assert c.meta["vocab"]["kind"] == "bpe" and c.vocab.size <= 400
     assert c.meta["dtype"] == "uint16"
     text = c.vocab.decode(c.split("train").tokens[1:-1]) + c.vocab.decode(c.split("val").tokens[1:-1])

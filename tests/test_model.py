@@ -1,23 +1,29 @@
 import pytest
 import torch
 
-from charlm.model import CharRNN, ModelConfig, loss_sum
 from charlm.errors import CharLMError
+from charlm.models import LMConfig, RecurrentLM
+from charlm.predictor import loss_sum
 
 V = 11
 
 
-def make(cell, **kw):
+def make(cell, device="cpu", **kw):
     torch.manual_seed(0)
-    cfg = ModelConfig(vocab_size=V, cell=cell, num_layers=2, hidden_dim=16, embed_dim=8,
-                      never_predict=(0, 1), **kw)
-    return CharRNN(cfg).eval()
+    cfg = LMConfig(vocab_size=V, cell=cell, num_layers=2, hidden_dim=16, embed_dim=8,
+                   never_predict=(0, 1), **kw)
+    return RecurrentLM(cfg).to(device).eval()
+
+
+def ids(*shape, device="cpu"):
+    """Random symbol ids (neither PAD nor UNK)."""
+    return torch.randint(2, V, shape, device=device)
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "irnn", "leaky", "jordan"])
-def test_chunked_forward_with_carried_state_equals_full_forward(cell):
-    model = make(cell)
-    x = torch.randint(2, V, (3, 50))
+def test_chunked_forward_with_carried_state_equals_full_forward(cell, device):
+    model = make(cell, device)
+    x = ids(3, 50, device=device)
     full, full_state = model(x)
     state, pieces = None, []
     for a, b in [(0, 7), (7, 8), (8, 31), (31, 50)]:
@@ -29,14 +35,14 @@ def test_chunked_forward_with_carried_state_equals_full_forward(cell):
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "irnn", "leaky", "jordan"])
-def test_reset_mask_equals_separate_documents(cell):
-    model = make(cell)
-    x = torch.randint(2, V, (2, 30))
-    reset = torch.zeros(2, 30, dtype=torch.bool)
+def test_reset_mask_equals_separate_documents(cell, device):
+    model = make(cell, device)
+    x = ids(2, 30, device=device)
+    reset = torch.zeros(2, 30, dtype=torch.bool, device=device)
     reset[0, 10] = True
     reset[1, 4] = reset[1, 22] = True
     # Start from a non-initial state to see that resets really replace it.
-    _, warm = model(torch.randint(2, V, (2, 5)))
+    _, warm = model(ids(2, 5, device=device))
     logits, _ = model(x, warm, reset)
     lane0 = torch.cat([model(x[0:1, :10], tuple(s[:, 0:1] for s in warm))[0],
                        model(x[0:1, 10:])[0]], 1)
@@ -46,26 +52,26 @@ def test_reset_mask_equals_separate_documents(cell):
     assert torch.allclose(logits[1:2], lane1, atol=1e-5)
 
 
-def test_padding_does_not_change_the_loss():
-    model = make("lstm")
-    x = torch.randint(2, V, (1, 20))
-    y = torch.randint(2, V, (1, 20))
+def test_padding_does_not_change_the_loss(device):
+    model = make("lstm", device)
+    x = ids(1, 20, device=device)
+    y = ids(1, 20, device=device)
     base, n = loss_sum(model(x)[0], y)
     # The same lane with a PAD tail, next to a lane that is all PAD.
-    xp = torch.zeros(2, 32, dtype=torch.long)
-    yp = torch.zeros(2, 32, dtype=torch.long)
+    xp = torch.zeros(2, 32, dtype=torch.long, device=device)
+    yp = torch.zeros(2, 32, dtype=torch.long, device=device)
     xp[0, :20], yp[0, :20] = x[0], y[0]
     padded, m = loss_sum(model(xp)[0], yp)
     assert n == m == 20
     assert torch.allclose(base, padded, atol=1e-5)
 
 
-def test_never_predicted_ids_get_no_probability():
-    model = make("gru")
-    logits, _ = model(torch.randint(2, V, (2, 5)))
+def test_never_predicted_ids_get_no_probability(device):
+    model = make("gru", device)
+    logits, _ = model(ids(2, 5, device=device))
     probs = logits.softmax(-1)
     assert (probs[..., 0] == 0).all() and (probs[..., 1] == 0).all()
-    assert torch.allclose(probs.sum(-1), torch.ones(2, 5))
+    assert torch.allclose(probs.sum(-1), torch.ones(2, 5, device=device))
 
 
 def test_pad_embedding_gets_no_gradient():
@@ -75,30 +81,31 @@ def test_pad_embedding_gets_no_gradient():
     y = torch.tensor([[4, 5, 0, 0]])
     loss, _ = loss_sum(model(x)[0], y)
     loss.backward()
-    assert model.embed.weight.grad[0].abs().sum() == 0
+    assert model.backbone.embed.weight.grad[0].abs().sum() == 0
 
 
 def test_tied_weights_share_one_tensor():
     model = make("lstm")
-    cfg = ModelConfig(vocab_size=V, hidden_dim=16, embed_dim=16, tie_weights=True)
-    tied = CharRNN(cfg)
-    assert tied.head.weight is tied.embed.weight
-    assert cfg.num_parameters() == sum(p.numel() for p in tied.parameters())
-    assert model.config.num_parameters() == sum(p.numel() for p in model.parameters())
+    cfg = LMConfig(vocab_size=V, hidden_dim=16, embed_dim=16, tie_weights=True)
+    tied = RecurrentLM(cfg)
+    assert tied.head.weight is tied.backbone.embed.weight
+    assert RecurrentLM.count_parameters(cfg) == sum(p.numel() for p in tied.parameters())
+    assert RecurrentLM.count_parameters(model.config) == sum(p.numel()
+                                                             for p in model.parameters())
 
 
 @pytest.mark.parametrize("bad", [dict(num_layers=0), dict(hidden_dim=-3), dict(cell="tcn"),
                                  dict(dropout=1.5), dict(tie_weights=True, embed_dim=8)])
 def test_config_rejects_bad_values(bad):
     with pytest.raises(CharLMError):
-        ModelConfig(vocab_size=V, **bad)
+        LMConfig(vocab_size=V, **bad)
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "irnn", "leaky", "jordan"])
-def test_bf16_compute_follows_fp32_and_trains_the_fp32_weights(cell):
-    model = make(cell).train()
-    x = torch.randint(2, V, (3, 40))
-    reset = torch.zeros(3, 40, dtype=torch.bool)
+def test_bf16_compute_follows_fp32_and_trains_the_fp32_weights(cell, device):
+    model = make(cell, device).train()
+    x = ids(3, 40, device=device)
+    reset = torch.zeros(3, 40, dtype=torch.bool, device=device)
     reset[1, 17] = True
     ref, ref_state = model(x, None, reset)
     with model.compute_in(torch.bfloat16):
@@ -108,7 +115,7 @@ def test_bf16_compute_follows_fp32_and_trains_the_fp32_weights(cell):
     finite = torch.isfinite(ref)
     assert torch.equal(finite, torch.isfinite(low))  # the same ids are never predicted
     assert (low.float()[finite] - ref[finite]).abs().max() < 0.05
-    assert model.compute_dtype is None  # the context restores full precision
+    assert model.backbone.compute_dtype is None  # the context restores full precision
     # Gradients reach the float32 weights through the casts and agree with fp32's in direction.
     loss_low = loss_sum(low, x)[0]
     grads_low = torch.autograd.grad(loss_low, list(model.parameters()), allow_unused=True)
@@ -122,9 +129,9 @@ def test_bf16_compute_follows_fp32_and_trains_the_fp32_weights(cell):
         assert cos > 0.98, (name, float(cos))
 
 
-def test_bf16_chunked_forward_with_carried_state_equals_full_forward():
-    model = make("lstm")
-    x = torch.randint(2, V, (3, 50))
+def test_bf16_chunked_forward_with_carried_state_equals_full_forward(device):
+    model = make("lstm", device)
+    x = ids(3, 50, device=device)
     with model.compute_in(torch.bfloat16):
         full, _ = model(x)
         state, pieces = None, []
@@ -136,12 +143,12 @@ def test_bf16_chunked_forward_with_carried_state_equals_full_forward():
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "leaky", "jordan"])
-def test_weight_drop_drops_recurrent_weights_only_while_training(cell):
+def test_weight_drop_drops_recurrent_weights_only_while_training(cell, device):
     torch.manual_seed(0)
-    plain = make(cell)
-    dropped = make(cell, weight_drop=0.5)
+    plain = make(cell, device)
+    dropped = make(cell, device, weight_drop=0.5)
     dropped.load_state_dict(plain.state_dict())
-    x = torch.randint(2, V, (3, 20))
+    x = ids(3, 20, device=device)
     assert torch.equal(dropped(x)[0], plain(x)[0])  # evaluation: no drop, same model
     dropped.train(), plain.train()
     torch.manual_seed(1)
@@ -149,7 +156,7 @@ def test_weight_drop_drops_recurrent_weights_only_while_training(cell):
     assert not torch.allclose(a, plain(x)[0])
     # Gradients reach every recurrent matrix through the mask, zero where it dropped weights.
     loss_sum(a, x)[0].backward()
-    g = dropped.rnn.weight_hh_l0.grad
+    g = dropped.backbone.rnn.weight_hh_l0.grad
     assert g is not None and bool((g == 0).any()) and bool((g != 0).any())
     # The mask also applies with bf16 compute.
     with dropped.compute_in(torch.bfloat16):
@@ -158,7 +165,7 @@ def test_weight_drop_drops_recurrent_weights_only_while_training(cell):
 
 def test_irnn_starts_at_the_identity_with_zero_biases():
     model = make("irnn")
-    for name, p in model.rnn.named_parameters():
+    for name, p in model.backbone.rnn.named_parameters():
         if name.startswith("weight_hh"):
             assert torch.equal(p, torch.eye(16))
         elif name.startswith("bias"):
@@ -168,7 +175,7 @@ def test_irnn_starts_at_the_identity_with_zero_biases():
     # ReLU recurrence: with a zero input projection the identity keeps a positive state as is.
     h = torch.rand(2, 1, 16)
     with torch.no_grad():
-        for name, p in model.rnn.named_parameters():
+        for name, p in model.backbone.rnn.named_parameters():
             if name.startswith("weight_ih"):
                 p.zero_()
         _, (h_next,) = model(torch.tensor([[3]]), (h,))
@@ -187,24 +194,24 @@ GRADCHECK = {"lstm": {}, "gru": {}, "rnn": {}, "irnn": {},
 
 
 @pytest.mark.parametrize("case", list(GRADCHECK))
-def test_gradients_match_finite_differences_in_float64(case):
+def test_gradients_match_finite_differences_in_float64(case, device):
     """The cell's analytic gradients (wrt its weights and the carried state) agree with
     central finite differences on a tiny model in float64."""
     options = GRADCHECK[case] or dict(cell=case)
     cell = options["cell"]
     torch.manual_seed(0)
-    cfg = ModelConfig(vocab_size=7, num_layers=2, hidden_dim=4, embed_dim=3,
-                      learn_init_state=True, never_predict=(0,), **options)
-    model = CharRNN(cfg).double().eval()
+    cfg = LMConfig(vocab_size=7, num_layers=2, hidden_dim=4, embed_dim=3,
+                   learn_init_state=True, never_predict=(0,), **options)
+    model = RecurrentLM(cfg).double().to(device).eval()
     if cell == "irnn":  # away from its identity/zero start, so no ReLU sits within eps of its kink
         with torch.no_grad():
             for p in model.parameters():
                 p.normal_(0.0, 0.7)
-    x = torch.randint(1, 7, (2, 5))
-    reset = torch.zeros(2, 5, dtype=torch.bool)
+    x = torch.randint(1, 7, (2, 5), device=device)
+    reset = torch.zeros(2, 5, dtype=torch.bool, device=device)
     reset[1, 2] = True  # a document start inside the chunk: the learned state enters there
     names = [n for n, _ in model.named_parameters()]
-    start = tuple(torch.randn(s.shape, dtype=torch.float64).requires_grad_()
+    start = tuple(torch.randn(s.shape, dtype=torch.float64, device=device).requires_grad_()
                   for s in model.initial_state(2))
 
     def loss(*tensors):
@@ -219,14 +226,15 @@ def test_gradients_match_finite_differences_in_float64(case):
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_learned_initial_state_is_used_at_document_starts_and_trained(cell):
     model = make(cell, learn_init_state=True)
+    init_state = model.backbone.init_state
     with torch.no_grad():
-        for p in model.init_state:
+        for p in init_state:
             p.uniform_(-0.5, 0.5)
-    x = torch.randint(2, V, (2, 12))
+    x = ids(2, 12)
     # A fresh start is the learned state, not zeros.
-    zeros = tuple(torch.zeros(2, 2, 16) for _ in range(model.state_size))
+    zeros = tuple(torch.zeros(2, 2, 16) for _ in range(model.config.state_size))
     assert not torch.allclose(model(x)[0], model(x, zeros)[0])
-    learned = tuple(p.expand(2, 2, 16) for p in model.init_state)
+    learned = tuple(p.expand(2, 2, 16) for p in init_state)
     assert torch.equal(model(x)[0], model(x, learned)[0])
     # A reset mid-chunk puts the learned state back, and the loss reaches it there.
     reset = torch.zeros(2, 12, dtype=torch.bool)
@@ -235,7 +243,7 @@ def test_learned_initial_state_is_used_at_document_starts_and_trained(cell):
     expected = model(x[0:1, 6:], tuple(s[:, 0:1] for s in learned))[0]
     assert torch.allclose(logits[0:1, 6:], expected, atol=1e-6)
     logits[0, 6:].sum().backward()
-    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.init_state)
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in init_state)
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "irnn", "leaky", "jordan"])
@@ -243,17 +251,17 @@ def test_learned_initial_state_is_used_at_document_starts_and_trained(cell):
                                      dict(tie_weights=True, embed_dim=16, num_layers=3),
                                      dict(layer_norm=True, recurrent_dropout=0.2)])
 def test_parameter_count_is_exact(cell, options):
-    """num_parameters() (used to refuse forged checkpoints before allocating) counts exactly
-    the weights a checkpoint holds."""
+    """count_parameters() (used to refuse forged checkpoints before allocating) counts exactly
+    the weights a checkpoint holds, without building a model of the claimed depth."""
     if cell == "irnn":
         options = {k: v for k, v in options.items() if k != "recurrent_dropout"}
     if cell == "leaky":
         options = {**options, "learn_leak": True}
     kw = dict(vocab_size=V, cell=cell, num_layers=2, hidden_dim=16, embed_dim=8,
               never_predict=(0,))
-    cfg = ModelConfig(**{**kw, **options})
-    model = CharRNN(cfg)
-    assert cfg.num_parameters() == sum(p.numel() for p in model.parameters())
+    cfg = LMConfig(**{**kw, **options})
+    model = RecurrentLM(cfg)
+    assert RecurrentLM.count_parameters(cfg) == sum(p.numel() for p in model.parameters())
 
 
 
@@ -261,9 +269,9 @@ def test_parameter_count_is_exact(cell, options):
 def test_the_step_loop_equals_the_fused_layer(cell):
     """With no option that needs it, the per-step LoopRNN computes what the fused torch.nn
     layer computes, from the same weights (same names, same gate layout)."""
-    from charlm.cells import LoopRNN
+    from charlm.models.cells import LoopRNN
 
-    fused = make(cell).rnn
+    fused = make(cell).backbone.rnn
     loop = LoopRNN(cell, 8, 16, 2)
     loop.load_state_dict(fused.state_dict())
     x = torch.randn(3, 20, 8)
@@ -280,7 +288,7 @@ def test_the_step_loop_equals_the_fused_layer(cell):
 
 def test_leaky_units_integrate_with_their_leak():
     model = make("leaky", leak=0.9)
-    rnn = model.rnn
+    rnn = model.backbone.rnn
     x = torch.randn(2, 1, 8)
     h = torch.randn(2, 2, 16)
     with torch.no_grad():
@@ -288,14 +296,14 @@ def test_leaky_units_integrate_with_their_leak():
         w_ih, w_hh = rnn.weight_ih_l0, rnn.weight_hh_l0
         new = torch.tanh(x[:, 0] @ w_ih.t() + rnn.bias_ih_l0 + h[0] @ w_hh.t() + rnn.bias_hh_l0)
     assert torch.allclose(h_next[0], 0.9 * h[0] + 0.1 * new, atol=1e-6)
-    learned = make("leaky", learn_leak=True, leak=0.8).rnn
+    learned = make("leaky", learn_leak=True, leak=0.8).backbone.rnn
     assert torch.allclose(torch.sigmoid(learned.leak_logit_l0), torch.full((16,), 0.8))
     assert learned.leak_logit_l0.requires_grad
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "leaky", "rnn"])
 def test_recurrent_dropout_one_mask_per_chunk_and_no_memory_loss(cell, monkeypatch):
-    from charlm.cells import LoopRNN
+    from charlm.models.cells import LoopRNN
 
     model = make(cell, recurrent_dropout=0.5).train()
     calls = []
@@ -310,14 +318,14 @@ def test_recurrent_dropout_one_mask_per_chunk_and_no_memory_loss(cell, monkeypat
     reset[1, 5] = True  # the chunk runs as two stretches: both must share one mask
     model(x, None, reset)
     assert calls == [3]
-    assert model.rnn._masks is None  # cleared after the chunk
+    assert model.backbone.rnn._masks is None  # cleared after the chunk
     # The masks apply while training only, and are the same at every step: with every unit
     # dropped, LSTM/GRU/leaky state still carries (no memory loss).
-    rnn = model.rnn
+    rnn = model.backbone.rnn
     rnn.sample_masks(3, x.device, torch.float32)
     rnn._masks = [torch.zeros(3, 16) for _ in rnn._masks]
     e = torch.randn(3, 1, 8)  # one step; below, the first layer's state after it
-    start = tuple(torch.randn(2, 3, 16) for _ in range(model.state_size))
+    start = tuple(torch.randn(2, 3, 16) for _ in range(model.config.state_size))
     _, state = rnn(e, start if cell == "lstm" else start[0])
     h0, h1 = start[0][0], (state[0] if cell == "lstm" else state)[0]
     if cell == "lstm":  # c' = s(f) c: a zero candidate leaves a decayed copy of the old cell
@@ -342,27 +350,27 @@ def test_recurrent_dropout_one_mask_per_chunk_and_no_memory_loss(cell, monkeypat
 def test_options_for_the_wrong_cell_are_refused():
     for option in (dict(recurrent_dropout=0.1), dict(weight_drop=0.1)):
         with pytest.raises(CharLMError, match="do not suit --cell irnn"):
-            ModelConfig(vocab_size=V, cell="irnn", **option)
+            LMConfig(vocab_size=V, cell="irnn", **option)
     with pytest.raises(CharLMError, match="--leak and --learn-leak apply only to --cell leaky"):
-        ModelConfig(vocab_size=V, cell="lstm", learn_leak=True)
+        LMConfig(vocab_size=V, cell="lstm", learn_leak=True)
     with pytest.raises(CharLMError, match="--recurrent-dropout must be in"):
-        ModelConfig(vocab_size=V, recurrent_dropout=1.0)
+        LMConfig(vocab_size=V, recurrent_dropout=1.0)
     with pytest.raises(CharLMError, match="--leak must be in"):
-        ModelConfig(vocab_size=V, cell="leaky", leak=1.0)
+        LMConfig(vocab_size=V, cell="leaky", leak=1.0)
 
 
 @pytest.mark.parametrize("layers", [1, 2])
-def test_jordan_feeds_back_its_output_distribution(layers):
+def test_jordan_feeds_back_its_output_distribution(layers, device):
     torch.manual_seed(0)
-    model = CharRNN(ModelConfig(vocab_size=V, cell="jordan", num_layers=layers, hidden_dim=16,
-                                embed_dim=8, never_predict=(0, 1))).eval()
-    x = torch.randint(2, V, (3, 9))
+    model = RecurrentLM(LMConfig(vocab_size=V, cell="jordan", num_layers=layers, hidden_dim=16,
+                                 embed_dim=8, never_predict=(0, 1))).to(device).eval()
+    x = ids(3, 9, device=device)
     with torch.no_grad():
         logits, (y,) = model(x)
     assert y.shape == (1, 3, V)
     # The carried state is the distribution the model predicted at the last step.
     assert torch.allclose(y[0], torch.softmax(logits[:, -1], -1), atol=1e-6)
-    assert torch.equal(y[0, :, :2], torch.zeros(3, 2))  # PAD and UNK never predicted
+    assert torch.equal(y[0, :, :2], torch.zeros(3, 2, device=device))  # PAD, UNK: never
     # ... and it is what the next step reads: changing it changes the next prediction.
     with torch.no_grad():
         a = model(x[:, :1], (y,))[0]
@@ -376,11 +384,11 @@ def test_jordan_feeds_back_its_output_distribution(layers):
                                           recurrent_dropout=0.2, weight_drop=0.2),
                                      dict(cell="jordan", layer_norm=True, learn_init_state=True)],
                          ids=["lstm", "gru", "leaky", "jordan"])
-def test_bf16_with_step_by_step_options(options):
+def test_bf16_with_step_by_step_options(options, device):
     """The options of the step-by-step layers work under bf16 compute: the forward follows the
     float32 one, and training gradients are float32 and finite for every weight."""
-    model = make(**options)
-    x = torch.randint(2, V, (3, 24))
+    model = make(device=device, **options)
+    x = ids(3, 24, device=device)
     full = model(x)[0]
     with model.compute_in(torch.bfloat16):
         half = model(x)[0]
@@ -395,28 +403,28 @@ def test_bf16_with_step_by_step_options(options):
         if p.grad is not None:
             assert p.grad.dtype == torch.float32 and torch.isfinite(p.grad).all(), name
     if options["cell"] == "leaky":  # the leak keeps its precision: 0.95, not bf16's 0.9492
-        assert model.rnn.leak_logit_l0.grad.abs().sum() > 0
+        assert model.backbone.rnn.leak_logit_l0.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 @pytest.mark.parametrize("layer_norm", [False, True])
 @pytest.mark.parametrize("masked", [False, True])
-def test_the_written_out_backward_matches_finite_differences(cell, layer_norm, masked):
+def test_the_written_out_backward_matches_finite_differences(cell, layer_norm, masked, device):
     """The loops' hand-written backward (cells._LSTMStretch, cells._GRUStretch), with and
     without layer norm and a recurrent-dropout mask, against float64 finite differences."""
-    from charlm.cells import _GRUStretch, _LSTMStretch
+    from charlm.models.cells import _GRUStretch, _LSTMStretch
 
     torch.manual_seed(0)
     b, t, h = 2, 5, 3
     norm_sizes = (4 * h, h) if cell == "lstm" else (2 * h, h)
-    d = dict(dtype=torch.float64)
+    d = dict(dtype=torch.float64, device=device)
     if cell == "lstm":  # xp, h0, c0, w_hh
         inputs = [torch.randn(b, t, 4 * h, **d), torch.randn(b, h, **d), torch.randn(b, h, **d),
                   torch.randn(4 * h, h, **d) * 0.5]
     else:  # xp, h0, w_hh, b_hh
         inputs = [torch.randn(b, t, 3 * h, **d), torch.randn(b, h, **d),
                   torch.randn(3 * h, h, **d) * 0.5, torch.randn(3 * h, **d)]
-    mask = (torch.rand(b, h) > 0.4).double() / 0.6 if masked else None
+    mask = (torch.rand(b, h, **d) > 0.4).double() / 0.6 if masked else None
     norms = [torch.rand(norm_sizes[0], **d) + 0.5, torch.randn(norm_sizes[0], **d),
              torch.rand(norm_sizes[1], **d) + 0.5, torch.randn(norm_sizes[1], **d)] \
         if layer_norm else [None] * 4

@@ -4,11 +4,9 @@ import charlm
 from charlm.api import build_trainer
 from charlm.errors import CharLMError
 
-from conftest import tiny_options
-
 
 @pytest.fixture
-def lm(tmp_path, small_corpus):
+def lm(tmp_path, small_corpus, tiny_options):
     build_trainer(small_corpus, out=tmp_path / "run", **tiny_options()).run()
     return charlm.load(tmp_path / "run")
 

@@ -8,19 +8,9 @@ import charlm
 from charlm.api import build_trainer
 from charlm.checkpoint import load_checkpoint
 from charlm.errors import CharLMError
-from charlm.train import lr_factor
-from charlm.config import TrainConfig
-
-from conftest import tiny_options
-
-
-def params(model):
-    return {k: v.clone() for k, v in model.state_dict().items()}
-
-
-def read_metrics(run_dir):
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return [json.loads(line) for line in lines]
+from charlm.training.config import TrainConfig
+from charlm.training.optim import lr_factor
+from tests.helpers import REPO, params, read_metrics
 
 
 def run_whole_and_interrupted(corpus, tmp_path, options, stop_at=7):
@@ -41,7 +31,7 @@ def run_whole_and_interrupted(corpus, tmp_path, options, stop_at=7):
     return full, resumed
 
 
-def test_overfits_a_tiny_corpus(tmp_path):
+def test_overfits_a_tiny_corpus(tmp_path, tiny_options):
     text = "the cat sat on the mat. " * 40
     corpus = tmp_path / "tiny.txt"
     corpus.write_text(text)
@@ -53,7 +43,7 @@ def test_overfits_a_tiny_corpus(tmp_path):
     assert lm.sample("the cat", length=20, temperature=0, seed=0) == " sat on the mat. the"
 
 
-def test_same_seed_same_run(tmp_path, small_corpus):
+def test_same_seed_same_run(tmp_path, small_corpus, tiny_options):
     runs = []
     for name in ("a", "b"):
         trainer = build_trainer(small_corpus, out=tmp_path / name, **tiny_options())
@@ -64,7 +54,7 @@ def test_same_seed_same_run(tmp_path, small_corpus):
     assert [m.get("loss") for m in ma] == [m.get("loss") for m in mb]
 
 
-def test_run_directory_is_self_contained(tmp_path, small_corpus):
+def test_run_directory_is_self_contained(tmp_path, small_corpus, tiny_options):
     trainer = build_trainer(small_corpus, out=tmp_path / "run", **tiny_options())
     trainer.run()
     run = tmp_path / "run"
@@ -80,22 +70,22 @@ def test_run_directory_is_self_contained(tmp_path, small_corpus):
                for m in evals)
 
 
-def test_checkpoint_round_trip_gives_identical_logits(tmp_path, small_corpus):
+def test_checkpoint_round_trip_gives_identical_logits(tmp_path, small_corpus, tiny_options):
     trainer = build_trainer(small_corpus, out=tmp_path / "run", **tiny_options())
     trainer.run()
     trainer.model.eval()
     text = "ROMEO: what light"
     ids = [trainer.vocab.eod_id] + trainer.vocab.encode(text).tolist()
     with torch.no_grad():
-        expected = trainer.model(torch.tensor([ids]))[0][0]
+        expected = trainer.model(torch.tensor([ids], device=trainer.model.device))[0][0]
     ckpt = load_checkpoint(tmp_path / "run" / "last.safetensors")
     lm = charlm.load(tmp_path / "run", which="last")
-    assert torch.equal(lm.logits(text), expected)
+    assert torch.equal(lm.logits(text), expected.cpu())
     assert ckpt.vocab.to_json() == trainer.vocab.to_json()
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_resume_equals_uninterrupted_run(tmp_path, small_corpus, precision):
+def test_resume_equals_uninterrupted_run(tmp_path, small_corpus, precision, tiny_options):
     options = tiny_options(dropout=0.1, num_layers=2, precision=precision)
     full, resumed = run_whole_and_interrupted(small_corpus, tmp_path, options)
     a, b = params(full.model), params(resumed.model)
@@ -106,7 +96,7 @@ def test_resume_equals_uninterrupted_run(tmp_path, small_corpus, precision):
     assert resumed.config.precision == precision
 
 
-def test_resume_refuses_changed_model_options(tmp_path, small_corpus):
+def test_resume_refuses_changed_model_options(tmp_path, small_corpus, tiny_options):
     build_trainer(small_corpus, out=tmp_path / "run", **tiny_options()).run()
     with pytest.raises(CharLMError, match="--hidden "):
         build_trainer(resume=tmp_path / "run", hidden_dim=64)
@@ -115,7 +105,7 @@ def test_resume_refuses_changed_model_options(tmp_path, small_corpus):
     assert more.run()["step"] == 25
 
 
-def test_existing_run_is_not_overwritten(tmp_path, small_corpus):
+def test_existing_run_is_not_overwritten(tmp_path, small_corpus, tiny_options):
     build_trainer(small_corpus, out=tmp_path / "run", **tiny_options()).run()
     before = (tmp_path / "run" / "last.safetensors").read_bytes()
     with pytest.raises(CharLMError, match="already holds a run"):
@@ -123,14 +113,14 @@ def test_existing_run_is_not_overwritten(tmp_path, small_corpus):
     assert (tmp_path / "run" / "last.safetensors").read_bytes() == before
 
 
-def test_corpus_shorter_than_one_chunk(tmp_path):
+def test_corpus_shorter_than_one_chunk(tmp_path, tiny_options):
     f = tmp_path / "short.txt"
     f.write_text("too short")
     with pytest.raises(CharLMError, match="shorter than one chunk"):
         build_trainer(f, out=tmp_path / "run", **tiny_options(val_fraction=0.0))
 
 
-def test_nonfinite_steps_are_skipped_then_training_stops(tmp_path, small_corpus):
+def test_nonfinite_steps_are_skipped_then_training_stops(tmp_path, small_corpus, tiny_options):
     trainer = build_trainer(small_corpus, out=tmp_path / "run", **tiny_options(max_steps=40))
     original = trainer.model.forward
 
@@ -159,22 +149,22 @@ def test_lr_schedule_warms_up_and_decays():
     assert lr_factor(lin, 5, 0.25) == pytest.approx(0.75)
 
 
-def test_epochs_stop_after_whole_passes(tmp_path, small_corpus):
+def test_epochs_stop_after_whole_passes(tmp_path, small_corpus, tiny_options):
     trainer = build_trainer(small_corpus, out=tmp_path / "run",
                             **tiny_options(max_steps=None, epochs=2, eval_every=1000))
     summary = trainer.run()
-    assert summary["step"] == 2 * trainer.layout.chunks_per_epoch
-    assert summary["epoch"] == 2 and trainer.pos.chunk == 0
+    assert summary["step"] == 2 * trainer.task.layout.chunks_per_epoch
+    assert summary["epoch"] == 2 and trainer.pos.batch == 0
 
 
-def test_many_short_documents_train_with_resets(tmp_path):
+def test_many_short_documents_train_with_resets(tmp_path, tiny_options):
     names = ["emma", "olivia", "ava", "isabella", "sophia", "mia", "amelia", "harper"] * 60
     f = tmp_path / "names.txt"
     f.write_text("\n".join(names) + "\n")
     trainer = build_trainer(f, out=tmp_path / "run", doc_separator="\n",
                             **tiny_options(max_steps=300, lr=1e-2, hidden_dim=64, eval_every=1000))
-    resets = trainer.layout.batch(0).reset.sum()
-    assert resets > trainer.layout.num_lanes  # documents start inside lanes
+    resets = trainer.task.layout.batch(0).reset.sum()
+    assert resets > trainer.task.layout.num_lanes  # documents start inside lanes
     trainer.run()
     lm = charlm.load(tmp_path / "run")
     samples = lm.sample(length=200, temperature=0.5, seed=0).split("\n")
@@ -182,7 +172,7 @@ def test_many_short_documents_train_with_resets(tmp_path):
     assert sum(s in names for s in samples) >= len(samples) // 2
 
 
-def test_bpe_run_trains_evaluates_and_samples(tmp_path, small_corpus):
+def test_bpe_run_trains_evaluates_and_samples(tmp_path, small_corpus, tiny_options):
     lm = charlm.train(small_corpus, out=tmp_path / "run", vocab="bpe", vocab_size=300,
                       **tiny_options())
     assert lm.vocab.kind == "bpe"
@@ -199,7 +189,6 @@ def test_bundled_corpus_ships_in_the_wheel(tmp_path):
     import subprocess
     import sys
     import zipfile
-    from conftest import REPO
 
     pytest.importorskip("setuptools")
     r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
@@ -210,10 +199,10 @@ def test_bundled_corpus_ships_in_the_wheel(tmp_path):
     wheel = next((tmp_path / "wheel").glob("charlm-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert "charlm/data/tinyshakespeare.txt" in names
-    assert "charlm/cli.py" in names
+    assert "charlm/cli/app.py" in names and "charlm/training/loop.py" in names
 
 
-def test_eval_splits_text_by_the_runs_document_separator(tmp_path):
+def test_eval_splits_text_by_the_runs_document_separator(tmp_path, tiny_options):
     names = ["anna", "bob", "carla", "dmitri", "eve"] * 100
     f = tmp_path / "names.txt"
     f.write_text("\n".join(names) + "\n")
@@ -227,12 +216,12 @@ def test_eval_splits_text_by_the_runs_document_separator(tmp_path):
 
 
 def test_max_time_alone_picks_the_preset_made_for_that_budget(tmp_path, small_corpus):
-    from charlm.config import PRESETS, preset_for_budget
+    from charlm.presets import PRESETS, preset_for_budget
 
     assert [preset_for_budget(s) for s in (60, 240, 241, 480, 481, 5000)] == \
         ["fast", "fast", "default", "default", "large", "large"]
     t = build_trainer(small_corpus, out=tmp_path / "a", max_time=100, device="cpu")
-    fast = PRESETS["fast"]["model"]
+    fast = PRESETS["fast"]
     assert t.preset == "fast" and t.model.config.hidden_dim == fast["hidden_dim"]
     assert t.config.max_time == 100 and t.config.max_steps is None  # the budget is the rule
     assert t.run_config()["preset"] == "fast"
@@ -250,12 +239,10 @@ def test_max_time_alone_picks_the_preset_made_for_that_budget(tmp_path, small_co
 
 
 @pytest.mark.parametrize("native", [True, False])
-def test_auto_precision_records_its_choice(tmp_path, small_corpus, monkeypatch, native):
-    import importlib
+def test_auto_precision_records_its_choice(tmp_path, small_corpus, monkeypatch, native, tiny_options):
+    import charlm.devices as devices
 
-    training = importlib.import_module("charlm.train")  # the module, not charlm.train()
-
-    monkeypatch.setattr(training, "native_bf16", lambda device: native)
+    monkeypatch.setattr(devices, "native_bf16", lambda device: native)
     trainer = build_trainer(small_corpus, out=tmp_path / "run",
                             **tiny_options(precision="auto", max_steps=4))
     chosen = "bf16" if native else "fp32"
@@ -264,7 +251,7 @@ def test_auto_precision_records_its_choice(tmp_path, small_corpus, monkeypatch, 
     trainer.run()
     saved = json.loads((tmp_path / "run" / "config.json").read_text())["train"]["precision"]
     assert saved == chosen
-    monkeypatch.setattr(training, "native_bf16", lambda device: not native)  # another machine
+    monkeypatch.setattr(devices, "native_bf16", lambda device: not native)  # another machine
     assert build_trainer(resume=tmp_path / "run", max_steps=6).config.precision == chosen
     # The precision may change on resume; "auto" is resolved again on the new machine.
     other = "fp32" if native else "bf16"
@@ -294,29 +281,30 @@ CELL_OPTIONS = {
 
 
 @pytest.mark.parametrize("extra", list(CELL_OPTIONS.values()), ids=list(CELL_OPTIONS))
-def test_each_cell_and_option_trains_resumes_evaluates_and_samples(tmp_path, small_corpus, extra):
+def test_each_cell_and_option_trains_resumes_evaluates_and_samples(tmp_path, small_corpus, extra, tiny_options):
     options = tiny_options(num_layers=2, **extra)
     full, resumed = run_whole_and_interrupted(small_corpus, tmp_path, options)
     a, b = params(full.model), params(resumed.model)
     assert all(torch.equal(a[k], b[k]) for k in a)
     if extra.get("learn_init_state"):
-        assert any(k.startswith("init_state") for k in a)
-        assert any(a[k].abs().sum() > 0 for k in a if k.startswith("init_state"))  # trained
+        assert any(k.startswith("backbone.init_state") for k in a)
+        assert any(a[k].abs().sum() > 0 for k in a
+                   if k.startswith("backbone.init_state"))  # trained
     lm = charlm.load(tmp_path / "split", which="last")
     assert lm.model.config.cell == extra["cell"]
     text = "ROMEO: what light"
     with torch.no_grad():
         resumed.model.eval()
         ids = [resumed.vocab.eod_id] + resumed.vocab.encode(text).tolist()
-        expected = resumed.model(torch.tensor([ids]))[0][0]
-    assert torch.equal(lm.logits(text), expected)  # the checkpoint gives identical logits
+        expected = resumed.model(torch.tensor([ids], device=resumed.model.device))[0][0]
+    assert torch.equal(lm.logits(text), expected.cpu())  # the checkpoint: identical logits
     result = lm.evaluate(text)
     assert result["chars"] == len(text) and math.isfinite(result["loss_nats"])
     assert len(lm.sample("KING", length=20, temperature=0.8, seed=3)) == 20
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "rmsprop", "adam", "adamw"])
-def test_every_optimizer_trains(tmp_path, small_corpus, optimizer):
+def test_every_optimizer_trains(tmp_path, small_corpus, optimizer, tiny_options):
     lr = {"sgd": 1.0, "rmsprop": 3e-3, "adam": 1e-2, "adamw": 1e-2}[optimizer]
     trainer = build_trainer(small_corpus, out=tmp_path / "run", **tiny_options(
         optimizer=optimizer, lr=lr, max_steps=60, eval_every=1000, save_every=1000))
@@ -334,7 +322,7 @@ def test_every_optimizer_trains(tmp_path, small_corpus, optimizer):
                                   dict(clip_norm=0.0, clip_value=1e-3),
                                   dict(clip_norm=0.0, clip_value=0.0)],
                          ids=["by norm", "by value", "off"])
-def test_clipping_and_the_logged_norm_is_taken_before_it(tmp_path, small_corpus, clip):
+def test_clipping_and_the_logged_norm_is_taken_before_it(tmp_path, small_corpus, clip, tiny_options):
     """Plain SGD with lr 1 and nothing else: each weight moves by exactly minus its (clipped)
     gradient, so the clipping can be read off the update."""
     trainer = build_trainer(small_corpus, out=tmp_path / "run", **tiny_options(

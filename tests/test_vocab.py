@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from charlm.errors import CharLMError
-from charlm.vocab import PAD_ID, BPEVocab, CharVocab, Vocab, smallest_dtype
+from charlm.text.vocab import PAD_ID, BPEVocab, CharVocab, Vocab, smallest_dtype
 
 TEXTS = ["Hello, world!\n", "naïve café — 日本語 テキスト 🙂\tend", "", "a\r\nb\x00c"]
 
@@ -76,8 +76,10 @@ def test_bpe_json_round_trip(bpe):
 
 
 def test_bpe_vocab_size_too_small():
+    from charlm.text.corpus import PrepareConfig
+
     with pytest.raises(CharLMError, match="too small"):
-        BPEVocab.train(iter(["abc"]), vocab_size=100)
+        PrepareConfig(vocab="bpe", vocab_size=100)
 
 
 def test_stream_decoder_holds_back_partial_characters(bpe):

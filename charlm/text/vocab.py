@@ -18,7 +18,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from .errors import CharLMError
+from ..errors import CharLMError
 
 PAD_ID = 0
 MAX_CODEPOINT = 0x10FFFF
@@ -69,6 +69,11 @@ class Vocab:
     def special_ids(self) -> list[int]:
         """Ids that never stand for text (PAD, UNK, EOD)."""
         return [i for i in (self.pad_id, self.unk_id, self.eod_id) if i is not None]
+
+    @property
+    def never_predicted(self) -> tuple[int, ...]:
+        """Ids a model gives no probability: PAD (never text) and UNK (no character to say)."""
+        return tuple(i for i in (self.pad_id, self.unk_id) if i is not None)
 
     def stream_decoder(self) -> StreamDecoder:
         return StreamDecoder(self)
@@ -179,14 +184,10 @@ class BPEVocab(Vocab):
 
     @classmethod
     def train(cls, texts: Iterator[str], vocab_size: int, length: int | None = None) -> BPEVocab:
+        """A tokenizer of ``vocab_size`` symbols (checked by PrepareConfig) learned from
+        ``texts``."""
         from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-        if vocab_size < cls.min_size:
-            raise CharLMError(
-                f"--vocab-size {vocab_size} is too small for byte-level BPE: it needs at least "
-                f"{cls.min_size} (256 bytes + {len(cls.specials)} special symbols)")
-        if vocab_size > cls.max_size:
-            raise CharLMError(f"--vocab-size {vocab_size} is too large (at most {cls.max_size})")
         tok = Tokenizer(models.BPE())
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tok.decoder = decoders.ByteLevel()

@@ -48,7 +48,7 @@ def layer_norm_sizes(cell: str, hidden: int) -> list[int]:
 
 class SteppedRNN(nn.Module):
     """What the step-by-step stacks share: torch.nn's uniform initialisation of their
-    ``weight_*``/``bias_*`` parameters, and the recurrent-dropout masks CharRNN draws once per
+    ``weight_*``/``bias_*`` parameters, and the recurrent-dropout masks the backbone draws once per
     chunk (``sample_masks``) and clears after it (``clear_masks``)."""
 
     mask_width: int  # the width of the masked recurrent quantity
@@ -63,7 +63,7 @@ class SteppedRNN(nn.Module):
 
     def sample_masks(self, batch: int, device, dtype) -> None:
         """Draw this chunk's recurrent-dropout masks, one per layer (training only); every
-        stretch of the chunk (see CharRNN.forward) uses them, so the mask is the same at every
+        stretch of the chunk (see RecurrentBackbone.forward) uses them, so the mask is the same at every
         step of it."""
         p = self.recurrent_dropout
         self._masks = None
@@ -183,7 +183,7 @@ class JordanRNN(SteppedRNN):
         y_t = softmax(V h^L_t + c)           (V, c: the model's output layer)
 
     The state is (1, B, vocab) (the PAD and UNK entries are always 0). ``set_head`` gives the
-    layer the output weights before a forward (CharRNN does, in the compute precision). The
+    layer the output weights before a forward (the backbone does, in the compute precision). The
     ``weight_hh_l{k}`` matrices are the feedback ones (vocab -> hidden), so weight drop and
     recurrent dropout (on y) apply to the feedback."""
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import CharLMError
+from ..errors import CharLMError
 from .vocab import PAD_ID
 
 

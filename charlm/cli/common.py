@@ -1,0 +1,91 @@
+"""What every command shares: the consoles, the error guard, progress bars, shared options."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+
+from ..errors import CharLMError
+
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False)
+
+# Options several commands share, declared once.
+CheckpointOpt = Annotated[Optional[Path], typer.Option(
+    "--checkpoint", help="Run directory (its best checkpoint) or a .safetensors file. Default: "
+                         "the most recently trained run under ./checkpoints/.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a "
+                                                      "table.")]
+
+
+def warn(message: str):
+    err.print(f"warning: {message}", markup=False)
+
+
+def fail(message: str, code: int = 1):
+    err.print(f"[bold red]error:[/] {escape(message)}", markup=True, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def quiet_stdout():
+    """Point stdout at /dev/null so the interpreter's final flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+class Guard:
+    """Turns charlm errors and OS errors into one line on stderr and exit status 1."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        if exc is None or isinstance(exc, (typer.Exit, SystemExit)):
+            return False
+        if isinstance(exc, BrokenPipeError):  # e.g. `charlm sample | head`: the reader is done
+            quiet_stdout()
+            raise typer.Exit(0)
+        if isinstance(exc, CharLMError):
+            fail(str(exc))
+        if isinstance(exc, KeyboardInterrupt):
+            err.print("interrupted")
+            raise typer.Exit(130)
+        if isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and any(
+                s in str(exc) for s in ("can't allocate memory", "out of memory"))):
+            fail("out of memory; try a smaller model or --batch-size")
+        if isinstance(exc, OSError):
+            where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+            fail(f"{where}{exc.strerror or exc}")
+        return False
+
+
+def progress_bar(label: str, threshold: int = 16 << 20):
+    """A progress bar that appears only for inputs of at least ``threshold`` units; returns
+    (stop, update)."""
+    progress = Progress(TextColumn(label), BarColumn(), TaskProgressColumn(),
+                        TimeRemainingColumn(), console=err, transient=True)
+    task = None
+
+    def update(done: int, total: int):
+        nonlocal task
+        if total < threshold:
+            return
+        if task is None:
+            progress.start()
+            task = progress.add_task(label, total=total)
+        progress.update(task, completed=done)
+
+    def stop():
+        if task is not None:
+            progress.stop()
+    return stop, update

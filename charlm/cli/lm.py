@@ -1,0 +1,259 @@
+"""The language-model commands: prepare, train, eval, sample."""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from ..evaluate import EvalConfig
+from ..lm_runs import TRAIN_OPTIONS
+from ..presets import PRESET_NOTES, PRESETS, describe_budget_rule
+from ..sample import SampleConfig
+from ..text.corpus import PrepareConfig
+from .app import app
+from .common import CheckpointOpt, Guard, JsonOpt, err, out, progress_bar, warn
+from .params import with_options
+
+# ----- prepare ---------------------------------------------------------------------------------
+
+
+@app.command()
+@with_options(PrepareConfig)
+def prepare(
+    corpus: Annotated[list[Path], typer.Argument(
+        help="UTF-8 text files or directories of them (each file is a document).")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory to write the prepared corpus "
+                                                        "to (must not exist or be empty).")],
+    options: dict,
+):
+    """Encode a corpus once into flat id arrays plus metadata, for training by memmap."""
+    from ..text.corpus import prepare as do_prepare
+
+    with Guard():
+        config = PrepareConfig.from_given(**options)
+        stop_bar, update = progress_bar("encoding")
+        try:
+            prepared = do_prepare(corpus, out_dir, config, progress=update, warn=warn)
+        finally:
+            stop_bar()
+        meta = prepared.meta
+        table = Table(title=f"prepared {out_dir}", title_justify="left")
+        for col in ("split", "documents", "characters", "symbols", "unknown"):
+            table.add_column(col, justify="right" if col != "split" else "left")
+        for name, s in meta["splits"].items():
+            table.add_row(name, f"{s['documents']:,}", f"{s['chars']:,}", f"{s['symbols']:,}",
+                          f"{s['unknown']:,}")
+        err.print(table)
+        err.print(f"vocab: {meta['vocab']['kind']}, {meta['vocab']['size']} symbols "
+                  f"({meta['dtype']} ids)")
+
+
+# ----- train -----------------------------------------------------------------------------------
+def _fmt_rate(x: float) -> str:
+    return f"{x / 1000:.1f}k" if x >= 1000 else f"{x:.0f}"
+
+
+class _TrainView:
+    """Renders trainer events: a progress bar on stderr, validation lines, save notices."""
+
+    def __init__(self):
+        self.progress = Progress(
+            TextColumn("step {task.fields[step]}"), BarColumn(), TaskProgressColumn(),
+            TextColumn("loss {task.fields[loss]}"), TextColumn("val {task.fields[val]}"),
+            TextColumn("{task.fields[rate]} chars/s"), TextColumn("ETA"), TimeRemainingColumn(),
+            console=err, transient=False)
+        self.task = None
+        self.smooth = None
+        self.rate = None
+        self.val = "-"
+
+    def __call__(self, event: str, data: dict):
+        if event == "start":
+            total = data["total_steps"]
+            budget = f"{total:,} steps" if total else ""
+            if data.get("max_time"):
+                budget += (" or " if budget else "") + f"{data['max_time']:g} s"
+            preset = f"preset {data['preset']}, " if data.get("preset") else ""
+            err.print(f"training on {data['device']}: {preset}{data['parameters']:,} parameters, "
+                      f"{data['lanes']} lanes, {data['chunks_per_epoch']:,} chunks per epoch"
+                      + (f", {budget}" if budget else ""))
+            self.progress.start()
+            self.task = self.progress.add_task("train", total=1000, step=data["step"], loss="-",
+                                               val="-", rate="-")
+        elif event == "step":
+            loss = data["loss"]
+            if math.isfinite(loss):
+                self.smooth = loss if self.smooth is None else 0.95 * self.smooth + 0.05 * loss
+            r = data["symbols_per_s"]
+            self.rate = r if self.rate is None else 0.9 * self.rate + 0.1 * r
+            self.progress.update(self.task, completed=min(data["progress"], 1.0) * 1000,
+                                 step=f"{data['step']:,}", loss=f"{self.smooth:.3f}"
+                                 if self.smooth is not None else "-",
+                                 val=self.val, rate=_fmt_rate(self.rate))
+        elif event == "eval":
+            self.val = f"{data['val_loss']:.3f}"
+            star = " (best)" if data["best"] else ""
+            self.progress.console.print(
+                f"step {data['step']:>6,}  val {data['val_loss']:.4f} nats/symbol  "
+                f"{data['val_bpc']:.4f} bits/char{star}")
+            if self.task is not None:
+                self.progress.update(self.task, val=self.val)
+        elif event == "skip":
+            self.progress.console.print(f"step {data['step']}: non-finite loss or gradient, "
+                                        f"step skipped ({data['bad_steps']} in a row)")
+        elif event == "end":
+            self.stop()
+
+    def stop(self):
+        if self.task is not None:
+            self.progress.stop()
+
+
+_RESUMABLE = ", ".join(c.flag(n) for c in TRAIN_OPTIONS for n, d in c.declared().items()
+                       if d.resumable)
+
+
+@app.command()
+@with_options(*TRAIN_OPTIONS, PrepareConfig, with_presets=True)
+def train(
+    corpus: Annotated[Optional[list[Path]], typer.Argument(
+        help="Text files or directories (or a prepared corpus directory). "
+             "Default: the bundled Tiny Shakespeare.")] = None,
+    preset: Annotated[Optional[str], typer.Option(
+        help=f"Model size and training budget: "
+             f"{'; '.join(f'{n}: {PRESET_NOTES[n]}' for n in PRESETS)}. Options given below "
+             f"override the preset's values. Default: default, or with --max-time and no size "
+             f"option (--cell, --layers, --hidden, --embed) the preset made for that budget "
+             f"({describe_budget_rule()}).")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option(
+        "--out", help="Run directory. Default: ./checkpoints/<corpus name> (a numbered name "
+                      "if taken).")] = None,
+    resume: Annotated[Optional[Path], typer.Option(
+        help=f"Continue the run in this directory from its last checkpoint. Only "
+             f"{_RESUMABLE} may change.")] = None,
+    options: dict = None,
+):
+    """Train a model (preparing the corpus first, cached by content) and save it in a run directory."""
+    from ..api import build_trainer
+
+    prepare_given = {k: options.pop(k) for k in PrepareConfig.declared() if k in options}
+    view = _TrainView()
+    with Guard():
+        stop_bar, update = progress_bar("preparing corpus")
+        try:
+            trainer = build_trainer(corpus, out=out_dir, preset=preset, resume=resume,
+                                    report=view, prepare_progress=update, warn=warn,
+                                    **prepare_given, **options)
+        finally:
+            stop_bar()
+
+        stopped_by = []
+
+        def request_stop(signum, frame):  # Ctrl-C and SIGTERM: save at the step's end, exit
+            if trainer.stop_requested:
+                raise KeyboardInterrupt
+            trainer.stop_requested = True
+            stopped_by.append(signum)
+            view.progress.console.print("stopping: saving a checkpoint at the end of this step "
+                                        "(press Ctrl-C again to abort without saving)")
+        old = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            summary = trainer.run()
+        finally:
+            view.stop()
+            for s, handler in old.items():
+                signal.signal(s, handler)
+        run_dir = summary["run_dir"]
+        best = summary["best"]
+        best_text = (f"best val {best['val_loss']:.4f} nats/symbol ({best['val_bpc']:.4f} "
+                     f"bits/char), " if best else "")
+        if summary["status"] == "interrupted":
+            err.print(f"interrupted at step {summary['step']:,}: saved {run_dir}/last.safetensors;"
+                      f" continue with: charlm train --resume {run_dir}")
+            raise typer.Exit(128 + (stopped_by[0] if stopped_by else signal.SIGINT))
+        steps = f"{summary['step']:,} step{'s' if summary['step'] != 1 else ''}"
+        err.print(f"done: {steps} in {summary['elapsed']:.0f} s, {best_text}"
+                  f"saved in {run_dir}/")
+
+
+# ----- eval ------------------------------------------------------------------------------------
+@app.command("eval")
+@with_options(EvalConfig)
+def eval_command(
+    text: Annotated[Optional[list[Path]], typer.Argument(
+        help="Held-out UTF-8 text files, each cut into documents as the run's corpus was. "
+             "Default: the run's validation split.")] = None,
+    checkpoint: CheckpointOpt = None,
+    as_json: JsonOpt = False,
+    options: dict = None,
+):
+    """Report loss (nats per symbol), perplexity and bits per character on held-out text."""
+    from ..api import load
+    from ..text.sources import read_text
+
+    with Guard():
+        config = EvalConfig.from_given(**options)
+        lm = load(checkpoint, device=config.device)
+        if text:
+            split = lm.encode([read_text(p) for p in text])
+            source = ", ".join(str(p) for p in text)
+        else:
+            split = lm.validation_split()
+            source = "validation split"
+        result = lm.evaluate(split, lanes=config.lanes, precision=config.precision)
+        result.pop("total_nats", None)
+        if split.unknown:
+            warn(f"{split.unknown:,} character(s) the model never saw were not scored")
+        if as_json:
+            print(json.dumps({"checkpoint": str(lm.path), "text": source, **result}))
+            return
+        err.print(f"checkpoint: {lm.path}", markup=False)
+        table = Table(title=source, title_justify="left")
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        table.add_row("loss (nats/symbol)", f"{result['loss_nats']:.4f}")
+        table.add_row("perplexity", f"{result['perplexity']:.3f}")
+        table.add_row("bits per character", f"{result['bpc']:.4f}")
+        table.add_row("characters", f"{result['chars']:,}")
+        table.add_row("symbols scored", f"{result['symbols']:,}")
+        table.add_row("unknown symbols", f"{result['unknown']:,}")
+        out.print(table)
+
+
+# ----- sample ----------------------------------------------------------------------------------
+@app.command()
+@with_options(SampleConfig)
+def sample(checkpoint: CheckpointOpt = None, options: dict = None):
+    """Generate text, streamed to stdout as it is produced."""
+    from ..api import load
+
+    with Guard():
+        config = SampleConfig.from_given(**options).with_seed()
+        lm = load(checkpoint, device=config.device)
+        if config.num_samples == 1:
+            pending = [config.prime]  # the prime is written once the model has accepted it
+
+            def stream(_: int, piece: str):
+                sys.stdout.write(pending.pop() + piece if pending else piece)
+                sys.stdout.flush()
+            lm.generate(config, stream, warn, collect=False)
+            sys.stdout.write((pending.pop() if pending else "") + "\n")
+        else:
+            texts = lm.generate(config, None, warn)
+            for i, t in enumerate(texts):
+                # A header line on stdout keeps piped samples apart.
+                sys.stdout.write(f"{'' if i == 0 else chr(10)}=== sample {i + 1} of "
+                                 f"{config.num_samples} (seed {config.seed + i}) ===\n"
+                                 f"{config.prime}{t}\n")
+                sys.stdout.flush()
+        if options.get("seed") is None:
+            err.print(f"(seed {config.seed}: pass --seed {config.seed} to get this text again)")
+

@@ -1,0 +1,77 @@
+"""Typer options derived from the option declarations (``charlm.options``).
+
+``@with_options(TrainConfig, ...)`` gives a command one ``--flag`` per declared option of those
+config classes, with the declared help and default (or each preset's value) in its help text.
+The command's own parameters stay as written; the declared ones arrive together as
+``options``: a dict of those given on the command line (a value left out is simply absent, so
+the library applies the declared default, or a preset's value).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..options import Options
+from ..presets import PRESETS
+from .common import Guard
+
+
+def _shown(value) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def help_text(cls: type[Options], name: str, with_presets: bool = False) -> str:
+    decl = cls.declared()[name]
+    default = cls.default(name)
+    if with_presets and any(name in p for p in PRESETS.values()):
+        values = ", ".join(f"{p} {_shown(v.get(name, default))}" for p, v in PRESETS.items())
+        return f"{decl.help} Presets: {values}."
+    shown = decl.default_help or ("none" if default is None else _shown(default))
+    return f"{decl.help} Default: {shown}."
+
+
+def _parameter(cls: type[Options], name: str, with_presets: bool) -> inspect.Parameter:
+    kind = cls.field_type(name)
+    flag = cls.flag(name)
+    decls = (f"{flag}/--no-{flag[2:]}",) if kind is bool else (flag,)
+    if kind not in (bool, int, float, Path):
+        kind = str
+    info = typer.Option(*decls, help=help_text(cls, name, with_presets))
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                             annotation=Annotated[Optional[kind], info])
+
+
+def with_options(*classes: type[Options], skip: tuple[str, ...] = (),
+                 with_presets: bool = False):
+    """Decorate a command to take the command-line options declared by ``classes`` (all but
+    ``skip``); the command receives those given as ``options`` (see the module doc)."""
+    declared = [(cls, name) for cls in classes for name, decl in cls.declared().items()
+                if decl.command_line and name not in skip]
+
+    def decorate(command):
+        signature = inspect.signature(command, eval_str=True)
+        own = [p for p in signature.parameters.values() if p.name != "options"]
+        extra = [_parameter(cls, name, with_presets) for cls, name in declared]
+        parse = {name: cls.declared()[name].parse for cls, name in declared}
+
+        @functools.wraps(command)
+        def run(**kwargs):
+            options = {}
+            with Guard():
+                for name, parser in parse.items():
+                    value = kwargs.pop(name, None)
+                    if value is not None:
+                        options[name] = parser(value) if parser else value
+            return command(**kwargs, options=options)
+        run.__signature__ = signature.replace(parameters=own + extra)
+        return run
+    return decorate

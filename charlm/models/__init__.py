@@ -1,0 +1,23 @@
+"""Models by kind. A checkpoint records its model's kind; this table turns it back into a class.
+
+Each class has ``kind`` (its name in checkpoints), ``config_class`` (an Options dataclass saved
+as the checkpoint's model config) and ``count_parameters(config)`` (without allocating).
+"""
+
+from __future__ import annotations
+
+from ..errors import CharLMError
+from .language_model import LMConfig, RecurrentLM
+
+KINDS = {cls.kind: cls for cls in (RecurrentLM,)}
+
+
+def model_class(kind: str) -> type:
+    try:
+        return KINDS[kind]
+    except KeyError:
+        raise CharLMError(f"unknown model kind {kind!r} (this charlm knows "
+                          f"{', '.join(KINDS)})") from None
+
+
+__all__ = ["KINDS", "LMConfig", "RecurrentLM", "model_class"]

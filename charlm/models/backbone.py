@@ -1,0 +1,264 @@
+"""The recurrent backbone: embedding -> stacked recurrent layers, with the state carried.
+
+Every model of charlm that reads text as a recurrent network is this backbone with a head on
+top (``heads``): the next-symbol head makes a language model; a classification head will make a
+classifier, and can start from a language model's backbone weights.
+
+The forward takes the recurrent state and returns the new one, so callers carry it across
+chunks (training, evaluation) or steps (sampling). A boolean ``reset`` mask (B, T) says where a
+lane's state goes back to the initial state before an input is read (a document starts there);
+the layers run the stretches between resets, each as one call.
+
+    ids (B, T) -> embed (B, T, E) -> layers -> features (B, T, H), state
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from ..errors import CharLMError
+from ..options import Options, fraction, open_fraction, option, positive_int
+from ..text.vocab import PAD_ID
+from .cells import JordanRNN, LoopRNN, SteppedRNN
+
+CELLS = ("lstm", "gru", "rnn", "irnn", "leaky", "jordan")
+FUSED_CELLS = ("lstm", "gru", "rnn", "irnn")  # the rest, and some options, run step by step
+                                              # (cells.LoopRNN, cells.JordanRNN)
+# The fused torch.nn layer that runs each cell; irnn is nn.RNN with ReLU and its own init.
+_LAYERS = {"lstm": (nn.LSTM, {}), "gru": (nn.GRU, {}), "rnn": (nn.RNN, {"nonlinearity": "tanh"}),
+           "irnn": (nn.RNN, {"nonlinearity": "relu"})}
+IRNN_INPUT_STD = 0.001  # Le, Jaitly & Hinton 2015: identity recurrence, small input weights
+State = tuple[torch.Tensor, ...]  # (h,) or (h, c), each (num_layers, B, hidden_dim); jordan:
+                                  # (y,), the previous output distribution, (1, B, vocab)
+
+
+@dataclass(frozen=True)
+class RecurrentConfig(Options):
+    """The backbone's options (saved in a run's config.json under "model")."""
+
+    section = "model"
+
+    vocab_size: int = option(help="Symbols in the vocab.", check=positive_int,
+                             command_line=False)
+    cell: str = option(
+        "lstm", "Recurrent cell: lstm, gru, rnn (Elman, tanh), irnn (ReLU recurrence started at "
+                "the identity, zero biases: Le, Jaitly & Hinton 2015), leaky (leaky-integrator "
+                "units, h' = g h + (1 - g) tanh(...); see --leak) or jordan (the state fed "
+                "back is the previous output distribution, not a hidden layer).", choices=CELLS)
+    num_layers: int = option(2, "Stacked recurrent layers.", flag="--layers", check=positive_int)
+    hidden_dim: int = option(256, "Hidden units per layer.", flag="--hidden", check=positive_int)
+    embed_dim: int = option(64, "Embedding size.", flag="--embed", check=positive_int)
+    dropout: float = option(0.0, "Dropout between layers and before the output layer.",
+                            check=fraction)
+    weight_drop: float = option(
+        0.0, "Weight drop (DropConnect, as in AWD-LSTM): while training, drop this share of "
+             "the hidden-to-hidden weights, one mask per chunk for every time step.",
+        check=fraction)
+    learn_init_state: bool = option(
+        False, "Train the initial state h0 (and c0 for lstm) used at every document start, "
+               "instead of zeros.")
+    layer_norm: bool = option(
+        False, "Layer normalisation inside the recurrence, before the nonlinearities (Ba, Kiros "
+               "& Hinton 2016); runs the layers step by step.")
+    recurrent_dropout: float = option(
+        0.0, "Dropout on the recurrent update without memory loss (Semeniuta et al. 2016): the "
+             "LSTM's candidate g, the GRU's candidate n, the leaky unit's new value, the "
+             "Elman/IRNN recurrent input; one mask per chunk; runs the layers step by step.",
+        check=fraction)
+    leak: float = option(0.5, "Leaky cell: the share g of the old state each unit keeps per "
+                              "step, in (0, 1).", check=open_fraction)
+    learn_leak: bool = option(False, "Leaky cell: learn g per unit (starting at --leak).")
+
+    def check(self) -> None:
+        if self.cell == "irnn" and (self.recurrent_dropout > 0 or self.weight_drop > 0):
+            raise CharLMError("--recurrent-dropout and --weight-drop do not suit --cell irnn: "
+                              "on its identity recurrence a kept unit would grow by 1/(1 - p) "
+                              "at every step; use --dropout")
+        if self.cell != "leaky" and (self.learn_leak or self.leak != self.default("leak")):
+            raise CharLMError("--leak and --learn-leak apply only to --cell leaky")
+
+    @property
+    def uses_loop(self) -> bool:
+        """Whether the layers run step by step (cells.LoopRNN) rather than fused."""
+        return self.cell not in FUSED_CELLS or self.layer_norm or self.recurrent_dropout > 0
+
+    @property
+    def state_size(self) -> int:
+        """Tensors in the carried state: (h, c) for the LSTM, (h,) for the others."""
+        return 2 if self.cell == "lstm" else 1
+
+
+class RecurrentBackbone(nn.Module):
+    """Embedding and recurrent stack with an explicitly carried state (see the module doc)."""
+
+    def __init__(self, config: RecurrentConfig):
+        super().__init__()
+        self.config = c = config
+        self.embed = nn.Embedding(c.vocab_size, c.embed_dim, padding_idx=PAD_ID)
+        between = c.dropout if c.num_layers > 1 else 0.0
+        if c.cell == "jordan":
+            self.rnn = JordanRNN(c.embed_dim, c.hidden_dim, c.num_layers, c.vocab_size, between,
+                                 c.layer_norm, c.recurrent_dropout)
+        elif c.uses_loop:
+            self.rnn = LoopRNN(c.cell, c.embed_dim, c.hidden_dim, c.num_layers, between,
+                               c.layer_norm, c.recurrent_dropout, c.leak, c.learn_leak)
+        else:
+            rnn_cls, kwargs = _LAYERS[c.cell]
+            self.rnn = rnn_cls(c.embed_dim, c.hidden_dim, c.num_layers, batch_first=True,
+                               dropout=between, **kwargs)
+        if c.cell == "irnn":
+            with torch.no_grad():
+                for name, p in self.rnn.named_parameters():
+                    if name.startswith("weight_hh"):
+                        p.copy_(torch.eye(c.hidden_dim))
+                    elif name.startswith("weight_ih"):
+                        p.normal_(0.0, IRNN_INPUT_STD)
+                    elif name.startswith("bias_"):
+                        p.zero_()
+        if c.learn_init_state:  # trained like any weight (never weight-decayed); zeros to start
+            shape = self._state_shape(1)
+            self.init_state = nn.ParameterList(
+                nn.Parameter(torch.zeros(shape)) for _ in range(c.state_size))
+        self.compute_dtype: torch.dtype | None = None  # see compute_in
+
+    @contextmanager
+    def compute_in(self, dtype: torch.dtype | None):
+        """Mixed precision: inside this context the layers compute in ``dtype`` (e.g. bfloat16)
+        on casts of the float32 weights, which stay the weights the optimizer updates;
+        gradients flow back through the casts. The features come out in ``dtype``; the carried
+        state stays float32 between calls. ``None`` or float32 changes nothing."""
+        before = self.compute_dtype
+        self.compute_dtype = None if dtype in (None, torch.float32) else dtype
+        try:
+            yield self
+        finally:
+            self.compute_dtype = before
+
+    def _state_shape(self, batch_size: int) -> tuple[int, int, int]:
+        c = self.config
+        if c.cell == "jordan":  # the previous output distribution
+            return (1, batch_size, c.vocab_size)
+        return (c.num_layers, batch_size, c.hidden_dim)
+
+    def initial_state(self, batch_size: int) -> State:
+        """The state at a document start: zeros, or the learned h0 (and c0)."""
+        shape = self._state_shape(batch_size)
+        if self.config.learn_init_state:
+            return tuple(p.expand(*shape).contiguous() for p in self.init_state)
+        zeros = self.embed.weight.new_zeros(shape)
+        return tuple(zeros.clone() for _ in range(self.config.state_size))
+
+    def reset_state(self, state: State, mask: torch.Tensor) -> State:
+        """Put lanes where ``mask`` (B,) is true back to the initial state."""
+        init = self.initial_state(mask.shape[0])
+        m = mask.view(1, -1, 1)
+        return tuple(torch.where(m, i, s) for i, s in zip(init, state))
+
+    @staticmethod
+    def detach_state(state: State) -> State:
+        return tuple(s.detach() for s in state)
+
+    def forward(self, inputs: torch.Tensor, state: State | None = None,
+                reset: torch.Tensor | None = None,
+                readout: nn.Module | None = None) -> tuple[torch.Tensor, State]:
+        """inputs (B, T) ids -> features (B, T, H) and the state after the last input.
+
+        ``readout``: the output layer a Jordan network feeds back through (its state is that
+        layer's distribution over the vocab); the other cells ignore it.
+        """
+        batch, steps = inputs.shape
+        if state is None:
+            state = self.initial_state(batch)
+        x = self.embed(inputs)  # (B, T, E)
+        dtype, weights = self.compute_dtype, None
+        if dtype is not None:
+            x = x.to(dtype)
+            weights = {name: w.to(dtype) for name, w in self.rnn.named_parameters()}
+        p = self.config.weight_drop
+        if p > 0 and self.training:
+            # Weight drop (DropConnect): one mask on each recurrent matrix for the whole chunk,
+            # so the same connections are dropped at every time step; the input-to-hidden
+            # matrices and the state itself are left alone.
+            weights = weights or dict(self.rnn.named_parameters())
+            for name in weights:
+                if name.startswith("weight_hh"):
+                    weights[name] = nn.functional.dropout(weights[name], p, training=True)
+        stepped = isinstance(self.rnn, SteppedRNN)
+        if stepped:  # one recurrent-dropout mask for the whole chunk
+            self.rnn.sample_masks(batch, x.device, x.dtype)
+        if isinstance(self.rnn, JordanRNN):
+            if readout is None:
+                raise CharLMError("a Jordan network needs the output layer it feeds back "
+                                  "through")
+            self.rnn.set_head(readout.weight.to(x.dtype), readout.bias.to(x.dtype),
+                              readout.never)
+        try:
+            out, state = self._stretches(x, state, reset, weights)
+        finally:
+            if stepped:
+                self.rnn.clear_masks()
+        if dtype is not None:
+            state = tuple(s.to(self.embed.weight.dtype) for s in state)
+        return out, state
+
+    def _run(self, x: torch.Tensor, state: State, weights: dict | None):
+        two = self.config.state_size == 2
+        if weights is None:
+            out, new = self.rnn(x, state if two else state[0])
+        else:  # mixed precision or weight drop: the same layer on other weights
+            state = tuple(s.to(x.dtype) for s in state)
+            out, new = functional_call(self.rnn, weights, (x, state if two else state[0]))
+        return out, (new if isinstance(new, tuple) else (new,))
+
+    def _stretches(self, x: torch.Tensor, state: State, reset: torch.Tensor | None,
+                   weights: dict | None) -> tuple[torch.Tensor, State]:
+        """Run the layers over the chunk, split at the time steps where some lane resets (a
+        document starts there); each stretch runs as one call."""
+        if reset is None:
+            return self._run(x, state, weights)
+        times = torch.nonzero(reset.any(dim=0)).flatten().tolist()
+        pieces, prev = [], 0
+        for t in times:
+            if t > prev:
+                o, state = self._run(x[:, prev:t], state, weights)
+                pieces.append(o)
+            state = self.reset_state(state, reset[:, t])
+            prev = t
+        o, state = self._run(x[:, prev:], state, weights)
+        pieces.append(o)
+        return (pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)), state
+
+
+class TooLargeToCount(CharLMError):
+    """Sizes whose tensors torch cannot even describe: more than ``at_least`` parameters."""
+
+    at_least = 2**61  # a tensor's bytes (4 per float32) must fit in a signed 64-bit integer
+
+    def __init__(self):
+        super().__init__(f"these sizes describe a model of more than {self.at_least:,} "
+                         f"parameters; use a smaller --hidden, --layers or --embed")
+
+
+def count_parameters(build, config: Options) -> int:
+    """Parameters of the model ``build(config)`` would make, counted on the "meta" device (no
+    memory) without building a model of absurd depth: every layer after the first has the same
+    parameters, so a model of L layers has count(1) + (L - 1) (count(2) - count(1)). Sizes too
+    large for torch to describe raise TooLargeToCount."""
+    from dataclasses import replace
+
+    def count(layers: int) -> int:
+        try:
+            with torch.device("meta"):
+                model = build(replace(config, num_layers=layers))
+        except RuntimeError as exc:  # "Storage size calculation overflowed"
+            if "overflow" in str(exc):
+                raise TooLargeToCount() from None
+            raise
+        return sum(p.numel() for p in model.parameters())
+    one = count(1)
+    return one + (config.num_layers - 1) * (count(2) - one) if config.num_layers > 1 else one

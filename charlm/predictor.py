@@ -1,0 +1,71 @@
+"""What evaluation and sampling need of a model, whatever kind it is.
+
+A ``NextSymbolModel`` gives scores for the next symbol given a carried state: the recurrent
+language model is one, and so can be a count-based n-gram model or a hidden Markov model. The
+figures of ``charlm.evaluate`` (nats, bits per character, with document boundaries and unknown
+symbols) and the text of ``charlm.sample`` come from these few methods alone:
+
+    state = model.initial_state(batch)                    # what "nothing read yet" is
+    logits, state = model.next_logits(ids, state, reset)  # (B, T) ids -> (B, T, V) scores
+    state = model.reset_state(state, mask)                # lanes where mask (B,) is true start over
+
+``logits`` are log-probabilities up to a constant per position (a softmax turns them into the
+distribution); a symbol the model never predicts has -inf. ``reset`` (B, T), where given, marks
+the inputs before which a lane's state goes back to the initial one (a document starts there).
+A state is a tuple of tensors whose second dimension is the batch.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from .errors import CharLMError
+from .text.vocab import PAD_ID
+
+State = tuple[torch.Tensor, ...]
+
+
+class NextSymbolModel:
+    """The interface (see the module doc); subclasses implement ``initial_state``,
+    ``next_logits``, ``vocab_size`` and ``device``."""
+
+    @property
+    def vocab_size(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model's inputs must be."""
+        raise NotImplementedError
+
+    def initial_state(self, batch_size: int) -> State:
+        raise NotImplementedError
+
+    def next_logits(self, inputs: torch.Tensor, state: State | None = None,
+                    reset: torch.Tensor | None = None) -> tuple[torch.Tensor, State]:
+        raise NotImplementedError
+
+    def reset_state(self, state: State, mask: torch.Tensor) -> State:
+        init = self.initial_state(mask.shape[0])
+        m = mask.view(1, -1, *([1] * (state[0].dim() - 2)))
+        return tuple(torch.where(m, i, s) for i, s in zip(init, state))
+
+    @contextmanager
+    def inference(self, dtype: torch.dtype | None = None):
+        """The model as it predicts for evaluation and sampling (no training-time noise),
+        computing in ``dtype`` where it supports one (None: its own precision)."""
+        if dtype not in (None, torch.float32):
+            raise CharLMError(f"this model ({type(self).__name__}) computes in float32 only; "
+                              f"use --precision fp32")
+        yield self
+
+
+def loss_sum(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Summed nats of the targets under the logits (PAD targets are not scored), and how many
+    targets were scored."""
+    total = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
+                                        targets.reshape(-1), ignore_index=PAD_ID, reduction="sum")
+    return total, int((targets != PAD_ID).sum())

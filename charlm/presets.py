@@ -1,0 +1,78 @@
+"""Named presets of a language-model run, and the one chosen for a time budget.
+
+A preset gives values to options (by their field names); options given by the user override
+them, and the declared defaults fill the rest. ``charlm train`` with no option uses
+``default``; with ``--max-time`` and no size option, the preset made for that budget.
+"""
+
+from __future__ import annotations
+
+import math
+
+from .errors import CharLMError
+
+PRESETS: dict[str, dict] = {
+    "tiny": {  # seconds: for trying the tool out and for tests
+        "cell": "lstm", "num_layers": 1, "hidden_dim": 64, "embed_dim": 32,
+        "batch_size": 16, "bptt_len": 64, "max_steps": 200, "eval_every": 100,
+    },
+    # The presets below come from the sweeps in bench/RESULTS.md. "auto" precision trains in
+    # bf16 where the CPU has bf16 instructions: ~1.45x the steps per second there, the same
+    # loss per step (measured), and float32 elsewhere. AdamW's decoupled weight decay of 0.1
+    # gained 0.007-0.029 nats/char in every preset (measured side by side).
+    "fast": {  # about 1-3 minutes on a 2-core CPU; the winner at a 108 s budget
+        "cell": "lstm", "num_layers": 1, "hidden_dim": 640, "embed_dim": 64, "dropout": 0.0,
+        "batch_size": 16, "bptt_len": 64, "lr": 5e-3, "weight_decay": 0.1,
+        "max_steps": 3000, "precision": "auto",
+    },
+    "default": {  # about 3-7 minutes on a 2-core CPU; ~1.46 nats/char on Tiny Shakespeare
+        "cell": "lstm", "num_layers": 2, "hidden_dim": 256, "embed_dim": 64, "dropout": 0.2,
+        "batch_size": 32, "bptt_len": 64, "lr": 3e-3, "weight_decay": 0.1,
+        "max_steps": 4000, "precision": "auto",
+    },
+    "large": {  # about 10 minutes on a 2-core CPU with bf16; the winner at a 600 s budget
+        "cell": "lstm", "num_layers": 2, "hidden_dim": 512, "embed_dim": 64, "dropout": 0.2,
+        "weight_drop": 0.25, "batch_size": 16, "bptt_len": 64, "lr": 3e-3, "weight_decay": 0.1,
+        "max_steps": 7000, "precision": "auto",
+    },
+}
+# What --help says of each.
+PRESET_NOTES = {"tiny": "seconds, for trying things", "fast": "1x640 LSTM, ~1-3 min on 2 cores",
+                "default": "2x256 LSTM, ~3-7 min", "large": "2x512 LSTM, ~10 min with bf16"}
+DEFAULT_PRESET = "default"
+# With --max-time and no preset or size option, the preset is chosen by the budget: the first
+# whose "up to" (seconds of training) covers it.
+BUDGET_PRESETS = (("fast", 240.0), ("default", 480.0), ("large", math.inf))
+SIZE_OPTIONS = ("cell", "num_layers", "hidden_dim", "embed_dim")  # a regulariser is no size
+
+
+def preset(name: str) -> dict:
+    if name not in PRESETS:
+        raise CharLMError(f"unknown --preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+def preset_for_budget(seconds: float) -> str:
+    return next(name for name, up_to in BUDGET_PRESETS if seconds <= up_to)
+
+
+def choose_preset(name: str | None, given: dict) -> str:
+    """The preset a new run uses: ``name``, else the budget's for a time budget given with no
+    size option, else the default."""
+    if name is not None:
+        preset(name)
+        return name
+    sized = any(given.get(k) is not None for k in SIZE_OPTIONS)
+    if given.get("max_time") is not None and not sized:
+        return preset_for_budget(given["max_time"])
+    return DEFAULT_PRESET
+
+
+def values_in_presets(option: str) -> dict[str, object]:
+    """The value each preset gives ``option`` (those that give it one)."""
+    return {name: p[option] for name, p in PRESETS.items() if option in p}
+
+
+def describe_budget_rule() -> str:
+    parts = [f"{name} up to {up_to:g} s" for name, up_to in BUDGET_PRESETS if up_to != math.inf]
+    return ", ".join(parts) + f", {BUDGET_PRESETS[-1][0]} beyond"

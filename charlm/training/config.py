@@ -1,0 +1,75 @@
+"""The training loop's options, whatever the model and the task (saved under "train")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from ..devices import DEVICE_HELP, DEVICES, PRECISIONS
+from ..errors import CharLMError
+from ..options import (Options, at_most, non_negative_int, non_negative_number, option,
+                       positive_int, positive_number, seed)
+
+OPTIMIZERS = ("adamw", "adam", "rmsprop", "sgd")
+SCHEDULES = ("cosine", "linear", "constant")
+MAX_EPOCHS = 1_000_000
+
+
+@dataclass(frozen=True)
+class TrainConfig(Options):
+    """Optimizer, schedule, clipping, stopping rules, cadence, seed, device and precision."""
+
+    section = "train"
+    STOP_OPTIONS = ("max_steps", "epochs", "max_time")  # given together, they replace each other
+
+    optimizer: str = option("adamw", "adamw, adam, rmsprop or sgd.", choices=OPTIMIZERS)
+    lr: float = option(3e-3, "Peak learning rate.", check=positive_number)
+    weight_decay: float = option(
+        0.0, "Weight decay on the weight matrices (with adamw decoupled: each step shrinks them "
+             "by lr x this; with adam, rmsprop and sgd an L2 term in the gradient).",
+        check=non_negative_number)
+    momentum: float = option(0.9, "Momentum of sgd and rmsprop.", check=non_negative_number)
+    warmup_steps: int = option(100, "Steps of linear learning-rate warmup (at most a tenth of a "
+                                    "run of known length).", flag="--warmup",
+                               check=non_negative_int)
+    schedule: str = option("cosine", "Decay after warmup over the run: cosine, linear or "
+                                     "constant.", choices=SCHEDULES)
+    min_lr_ratio: float = option(0.05, "The decay ends at lr x this.", command_line=False,
+                                 check=non_negative_number)
+    clip_norm: float = option(1.0, "Clip the gradient's global norm to this (0 = off).",
+                              check=non_negative_number)
+    clip_value: float = option(0.0, "Clip each gradient element to [-v, v] (0 = off).",
+                               check=non_negative_number, default_help="off")
+    max_bad_steps: int = option(
+        5, "A step whose loss or gradient norm is not a finite number is skipped (and counted "
+           "in the log); stop after this many in a row, keeping the last good checkpoint.",
+        check=positive_int, resumable=True)
+    max_steps: int | None = option(None, "Stop after this many steps.", check=positive_int,
+                                   resumable=True, default_help="one epoch")
+    epochs: float | None = option(None, "Stop after this many passes over the training text.",
+                                  check=at_most(MAX_EPOCHS, positive_number), resumable=True)
+    max_time: float | None = option(None, "Stop after this many seconds of training; the LR "
+                                          "schedule spans the budget.", check=positive_number,
+                                    resumable=True)
+    eval_every: int = option(250, "Validate every this many steps.", check=positive_int,
+                             resumable=True)
+    save_every: int = option(500, "Write the last checkpoint at least every this many steps.",
+                             check=positive_int, resumable=True)
+    seed: int = option(1337, "Random seed; the same seed gives the same run on CPU.", check=seed)
+    device: str = option("auto", DEVICE_HELP, choices=DEVICES, resumable=True)
+    precision: str = option(
+        "fp32", "fp32; bf16: the training forward and backward compute in bfloat16 on casts of "
+                "float32 weights, which the optimizer updates (faster on CPUs with bf16 "
+                "instructions; evaluation and sampling stay float32); auto: bf16 on such CPUs, "
+                "else fp32.", choices=PRECISIONS, resumable=True)
+
+    def check(self) -> None:
+        if self.min_lr_ratio > 1:
+            raise CharLMError("--min-lr-ratio must be at most 1")
+
+    def resumed_with(self, **given) -> TrainConfig:
+        """The run's config with the options given on resume: a stopping rule given replaces
+        the saved one as a whole."""
+        config = self
+        if any(given.get(k) is not None for k in self.STOP_OPTIONS):
+            config = replace(config, **{k: None for k in self.STOP_OPTIONS})
+        return config.with_options(**given)

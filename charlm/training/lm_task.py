@@ -1,0 +1,118 @@
+"""Language modelling as a task for the loop: next-symbol prediction over truncated-BPTT lanes.
+
+The training split is cut into lanes (``text.batching``); step i trains on chunk i of every lane
+with the hidden state carried from the chunk before (detached) and reset where a document
+starts. The validation figure is ``charlm.evaluate`` on the validation split: nats per symbol
+(lower is better) and bits per character.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..errors import CharLMError
+from ..evaluate import EvalConfig, evaluate
+from ..options import Options, non_negative_int, option, positive_int
+from ..predictor import loss_sum
+from ..text.batching import LaneLayout
+from ..text.corpus import PreparedCorpus
+from .task import Task
+from .world import World
+
+
+@dataclass(frozen=True)
+class LMTaskConfig(Options):
+    """How the text is batched (saved with the training options, under "train")."""
+
+    section = "train"
+
+    batch_size: int = option(32, "Parallel lanes per batch.", check=positive_int)
+    bptt_len: int = option(64, "Truncated BPTT length: time steps per chunk.", flag="--bptt",
+                           check=positive_int)
+    eval_lanes: int = option(32, "Lanes of the validation pass.", check=positive_int,
+                             command_line=False)
+    eval_burn_in: int = option(256, "Symbols each validation lane reads before its range.",
+                               check=non_negative_int, command_line=False)
+
+
+class LanguageModelTask(Task):
+    count_name = "symbols"
+    validation_key = "val_loss"
+    higher_is_better = False
+
+    def __init__(self, corpus: PreparedCorpus, config: LMTaskConfig, world: World = World()):
+        super().__init__(world)
+        self.corpus, self.config, self.vocab = corpus, config, corpus.vocab
+        self.train_split = corpus.split("train")
+        self.val_split = corpus.split("val") if corpus.has_split("val") else None
+        symbols, bptt = self.train_split.symbols, config.bptt_len
+        if symbols < bptt + 1:
+            raise CharLMError(
+                f"training text is shorter than one chunk: {symbols} symbols, --bptt {bptt} "
+                f"needs at least {bptt + 1}; use a longer corpus or a smaller --bptt")
+        lanes = min(config.batch_size, max(1, symbols // bptt))
+        self.layout = LaneLayout(self.train_split.tokens, self.train_split.doc_starts, lanes,
+                                 bptt, self.vocab.eod_id)
+        # Every process runs the whole layout's number of chunks; each reads its own lanes.
+        self.lanes, self.chunks = self.layout.num_lanes, self.layout.chunks_per_epoch
+        if world.size > 1:
+            self.layout = self.layout.select(world.share(self.lanes))
+        self.state: tuple[torch.Tensor, ...] | None = None  # the lanes' carried state
+        self._next_state = None
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return self.chunks
+
+    def describe(self) -> dict:
+        return {"lanes": self.lanes, "chunks_per_epoch": self.chunks}
+
+    def data_config(self) -> dict:
+        meta = self.corpus.meta
+        return {"corpus": {
+            "path": str(self.corpus.path.resolve()),
+            "vocab": meta["vocab"],
+            "doc_separator": meta.get("doc_separator"),
+            "val_fraction": meta.get("val_fraction"),
+            "sources": meta.get("sources", []),
+            "splits": {k: {kk: v[kk] for kk in ("symbols", "documents", "chars")}
+                       for k, v in meta["splits"].items()},
+        }}
+
+    def start(self, model: nn.Module) -> None:
+        self.device = model.device
+        self.state = model.initial_state(self.layout.num_lanes)
+
+    def train_loss(self, model: nn.Module, index: int) -> tuple[torch.Tensor, int]:
+        batch = self.layout.batch(index)
+        x = torch.from_numpy(batch.inputs).to(self.device, non_blocking=True)
+        y = torch.from_numpy(batch.targets).to(self.device, non_blocking=True)
+        reset = torch.from_numpy(batch.reset).to(self.device, non_blocking=True)
+        logits, self._next_state = model(x, self.state, reset)
+        return loss_sum(logits, y)
+
+    def end_step(self, kept: bool) -> None:
+        if kept:
+            self.state = tuple(s.detach() for s in self._next_state)
+        self._next_state = None
+
+    def validate(self, model: nn.Module) -> dict | None:
+        if self.val_split is None:
+            return None
+        c = self.config
+        result = evaluate(model, self.vocab, self.val_split,
+                          EvalConfig(lanes=c.eval_lanes, burn_in=c.eval_burn_in))
+        return {"val_loss": result["loss_nats"], "val_bpc": result["bpc"]}
+
+    def state_dict(self) -> dict:
+        return {"lanes": self.lanes, "bptt_len": self.config.bptt_len,
+                "lane_state": tuple(s.detach().cpu() for s in self.state)}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["lanes"] != self.lanes or state["bptt_len"] != self.config.bptt_len:
+            raise CharLMError("cannot resume: the lane layout differs from the checkpoint's "
+                              "(--batch-size and --bptt cannot change on resume)")
+        self.state = tuple(s.to(self.device) for s in state["lane_state"])

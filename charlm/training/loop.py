@@ -1,0 +1,380 @@
+"""The training loop, for any model and task: optimizer, schedule, clipping, non-finite steps,
+evaluation and save cadence, stopping rules, exact resume and events.
+
+Nothing here knows what the model reads or predicts: the task (``training.task``) supplies the
+batches, their loss and the validation figure. The trainer never prints; it reports through a
+callback ``report(event, data)`` so the CLI owns presentation and tests can watch events.
+Events: ``start``, ``step``, ``eval``, ``save``, ``skip`` (a non-finite step), ``end``.
+
+The run's files are kept by ``training.run_dir``; with several processes (``training.world``)
+each trains on its own share of the data, their figures are summed in ``World``, and only the
+main process writes.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .. import __version__
+from ..checkpoint import Checkpoint, load_checkpoint
+from ..devices import COMPUTE_DTYPES, check_fits, resolve_device, resolve_precision
+from ..errors import CharLMError
+from ..models.backbone import TooLargeToCount
+from .config import TrainConfig
+from .optim import lr_factor, make_optimizer
+from .run_dir import BEST, LAST, RunDirectory
+from .task import Task
+from .world import World
+
+Report = Callable[[str, dict], None]
+
+
+def fresh_model(model_cls: type, model_config, config: TrainConfig) -> nn.Module:
+    """A new model for a run: refused before anything is allocated if it cannot fit on the
+    device, then initialised from the run's seed and moved there."""
+    device = resolve_device(config.device)
+    resolve_precision(config.precision, device)  # refuse bf16 where it cannot run, first
+    try:
+        check_fits(model_cls.count_parameters(model_config), device)
+    except TooLargeToCount as exc:
+        check_fits(exc.at_least, device, exact=False)
+    torch.manual_seed(config.seed)
+    return model_cls(model_config).to(device)
+
+
+@dataclass
+class Position:
+    """Where training stands; all of it is saved for resuming."""
+
+    step: int = 0            # optimizer steps attempted (skipped non-finite steps included)
+    epoch: int = 0
+    batch: int = 0           # next batch of the epoch
+    elapsed: float = 0.0     # seconds of training so far, across resumes
+    targets: int = 0         # targets trained on (this process)
+    best: dict | None = None  # the best validation record so far
+    bad_steps: int = 0       # consecutive non-finite steps
+    skipped: int = 0         # non-finite steps in total
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Position:
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__})
+
+
+class Trainer:
+    """Trains ``model`` (on its device already) on ``task`` into the run directory
+    ``run_dir``."""
+
+    def __init__(self, run_dir: Path | RunDirectory, model: nn.Module, task: Task,
+                 config: TrainConfig, report: Report | None = None, world: World | None = None,
+                 preset: str | None = None):
+        self.world = world or World.current()
+        self.files = run_dir if isinstance(run_dir, RunDirectory) else \
+            RunDirectory(run_dir, writes=self.world.is_main)
+        self.model, self.task = model, task
+        self.device = resolve_device(config.device)
+        # The run records what "auto" chose, for resuming.
+        self.config = replace(config, precision=resolve_precision(config.precision, self.device))
+        self.report = report or (lambda event, data: None)
+        self.preset = preset  # the preset the run was built from, if any
+        self.stop_requested = False
+        self.optimizer = make_optimizer(model, self.config)
+        self.pos = Position()
+        task.start(model)
+
+    # ----- bookkeeping -------------------------------------------------------------------------
+    @property
+    def run_dir(self) -> Path:
+        return self.files.path
+
+    @property
+    def vocab(self):
+        return self.task.vocab
+
+    @property
+    def compute_dtype(self) -> torch.dtype | None:
+        return COMPUTE_DTYPES[self.config.precision]
+
+    @property
+    def total_steps(self) -> int | None:
+        c = self.config
+        limits = []
+        if c.max_steps:
+            limits.append(c.max_steps)
+        if c.epochs:
+            limits.append(max(1, math.ceil(min(c.epochs * self.task.batches_per_epoch,
+                                               2.0**62))))
+        return min(limits) if limits else None
+
+    def progress(self) -> float:
+        p = 0.0
+        if self.total_steps:
+            p = max(p, self.pos.step / self.total_steps)
+        if self.config.max_time:
+            p = max(p, self.pos.elapsed / self.config.max_time)
+        return p
+
+    def finished(self) -> bool:
+        if self.total_steps is None and not self.config.max_time:
+            return self.pos.epoch >= 1  # nothing said: one epoch
+        return self.progress() >= 1.0
+
+    def best_figure(self) -> float | None:
+        return self.pos.best[self.task.validation_key] if self.pos.best else None
+
+    def run_config(self) -> dict:
+        return {
+            "charlm_version": __version__,
+            "kind": self.model.kind,
+            "preset": self.preset,
+            "model": self.model.config.to_dict(),
+            "train": {**self.config.to_dict(), **self.task.config.to_dict()},
+            **self.task.data_config(),
+            **self.task.describe(),
+        }
+
+    def trainer_state(self) -> dict:
+        state = {"loop": self.pos.to_dict(), "task": self.task.state_dict(),
+                 "optimizer": self.optimizer.state_dict(), "rng": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def load_trainer_state(self, state: dict) -> None:
+        self.task.load_state_dict(state["task"])
+        self.pos = Position.from_dict(state["loop"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"])
+        if "cuda_rng" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+
+    def save(self, which: str) -> Path:
+        if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
+            raise CharLMError(f"training stopped at step {self.pos.step}: the weights are no "
+                              f"longer finite numbers; the last good checkpoint is kept; try a "
+                              f"lower --lr")
+        info = {"step": self.pos.step, "epoch": self.pos.epoch, "best_val": self.best_figure(),
+                "elapsed": self.pos.elapsed, "time": time.time()}
+        path = self.files.save(which, self.pos.step, self.model, self.vocab, self.run_config(),
+                               info, self.trainer_state() if which == LAST else None)
+        self.report("save", {"path": str(path), "which": which, "step": self.pos.step})
+        return path
+
+    def log(self, record: dict) -> None:
+        self.files.log(record, self.pos.step)
+
+    def write_run_files(self) -> None:
+        self.files.write_run_files(self.run_config(), self.vocab)
+
+    @classmethod
+    def resume(cls, run_dir: Path, make_task: Callable[[Checkpoint], Task],
+               overrides: dict, report: Report | None = None,
+               world: World | None = None) -> Trainer:
+        """Rebuild a trainer from ``run_dir/last.safetensors``; ``make_task(checkpoint)`` gives
+        the task back. ``overrides`` may change only the options declared resumable (weights,
+        optimizer and carried state are float32 whatever the precision; a resume is bitwise
+        equal to an uninterrupted run only with the same precision)."""
+        world = world or World.current()
+        files = RunDirectory(run_dir, writes=world.is_main)
+        files.acquire()  # first: the checkpoint read below is the one this run continues
+        try:
+            trainer = cls._resumed(files, make_task, overrides, report, world)
+        except BaseException:
+            files.release()
+            raise
+        # Lines logged after the checkpoint was written are replayed by the resumed run.
+        files.keep_metrics_up_to(trainer.pos.step)
+        return trainer
+
+    @classmethod
+    def _resumed(cls, files: RunDirectory, make_task, overrides: dict, report: Report | None,
+                 world: World) -> Trainer:
+        path = files / LAST
+        ckpt = load_checkpoint(path, with_trainer=True)
+        if ckpt.trainer_state is None:
+            raise CharLMError(f"{files.path}: checkpoint has no trainer state to resume from")
+        try:
+            config = TrainConfig.from_dict(ckpt.run_config["train"])
+        except (KeyError, TypeError) as exc:
+            raise CharLMError(f"{path}: the run's training config is damaged "
+                              f"({type(exc).__name__}: {exc})") from None
+        config = config.resumed_with(**overrides)
+        try:
+            device = resolve_device(config.device)
+        except CharLMError as exc:  # e.g. a run started on a GPU, resumed on a CPU machine
+            raise CharLMError(f"{exc} (the run was started with --device {config.device}); "
+                              f"give --device cpu or auto to continue it here") from None
+        task = make_task(ckpt)
+        trainer = cls(files, ckpt.model.to(device), task, config, report, world,
+                      preset=ckpt.run_config.get("preset"))
+        try:
+            trainer.load_trainer_state(ckpt.trainer_state)
+        except CharLMError:
+            raise
+        except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            raise CharLMError(f"{path}: the trainer state is damaged "
+                              f"({type(exc).__name__}: {first})") from None
+        trainer.check_not_finished()
+        return trainer
+
+    # ----- the loop ----------------------------------------------------------------------------
+    def validate(self) -> dict | None:
+        record = self.task.validate(self.model)
+        if record is None:
+            return None
+        key, figure = self.task.validation_key, record[self.task.validation_key]
+        before = self.best_figure()
+        best = before is None or (figure > before if self.task.higher_is_better
+                                  else figure < before)
+        if best:
+            self.pos.best = dict(record)
+        record = {"step": self.pos.step, **record, "best": best,
+                  "time": round(self.pos.elapsed, 3)}
+        self.log(record)
+        self.report("eval", record)
+        if best:
+            if not (self.files / LAST).exists():
+                self.save(LAST)  # so a run never has a best checkpoint but nothing to resume
+            self.save(BEST)
+        return record
+
+    def _mean_loss(self, total: torch.Tensor, count: int) -> tuple[torch.Tensor, float, int]:
+        """The loss to differentiate, its value over all processes, and their target count."""
+        if self.world.size == 1:
+            loss = total / max(count, 1)
+            return loss, float(loss.detach()), count
+        total_all, count_all = self.world.sum(float(total.detach()), count, device=self.device)
+        # Each process's gradient is averaged over the processes (DistributedDataParallel),
+        # so each scales its sum by the processes' count to give the mean over all targets.
+        loss = total * (self.world.size / max(count_all, 1))
+        return loss, total_all / max(count_all, 1), int(count_all)
+
+    def train_step(self) -> dict:
+        c, pos = self.config, self.pos
+        # Warmup never takes more than a tenth of a run of known length.
+        warmup = min(c.warmup_steps, self.total_steps // 10) if self.total_steps else None
+        lr = c.lr * lr_factor(c, pos.step, self.progress(), warmup)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        dtype = self.compute_dtype
+        with self.model.compute_in(dtype) if dtype is not None else nullcontext():
+            total, count = self.task.train_loss(self.model, pos.batch)
+        loss, loss_value, count_all = self._mean_loss(total, count)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        max_norm = c.clip_norm if c.clip_norm > 0 else float("inf")
+        if c.clip_value > 0:
+            # The norm before any clipping: what is logged, and what tells a step whose
+            # gradient overflowed (clipping by value would hide an infinite element).
+            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+            torch.nn.utils.clip_grad_value_(params, c.clip_value)
+            if c.clip_norm > 0:
+                torch.nn.utils.clip_grad_norm_(params, max_norm)
+        else:
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)  # norm before clipping
+        norm_value = float(grad_norm)
+        finite = not self.world.any(not (math.isfinite(loss_value)
+                                         and math.isfinite(norm_value)), device=self.device)
+        if finite:
+            self.optimizer.step()
+            pos.bad_steps = 0
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
+            pos.bad_steps += 1
+            pos.skipped += 1
+        self.task.end_step(finite)
+        pos.step += 1
+        pos.targets += count
+        pos.batch += 1
+        if pos.batch >= self.task.batches_per_epoch:
+            pos.batch = 0
+            pos.epoch += 1
+        return {"step": pos.step, "loss": loss_value, "lr": lr, "grad_norm": norm_value,
+                "targets": count_all, "finite": finite}
+
+    def check_not_finished(self) -> None:
+        if self.pos.step > 0 and self.finished():
+            raise CharLMError(f"nothing to do: the run is at step {self.pos.step}, already past "
+                              f"its stopping rule; give a larger --max-steps, --epochs or "
+                              f"--max-time")
+
+    def run(self) -> dict:
+        """Train until a stopping rule or a stop request; returns a summary."""
+        self.check_not_finished()
+        self.files.acquire()
+        try:
+            if self.pos.step == 0 and self.files.holds_run():
+                raise CharLMError(f"{self.run_dir} already holds a run (written since this one "
+                                  f"was set up); continue it with --resume {self.run_dir}")
+            return self._run()
+        finally:
+            self.files.release()
+
+    def _run(self) -> dict:
+        if self.pos.step == 0:  # a new run: lines a run killed before its first save logged
+            self.files.forget_metrics()
+        self.write_run_files()
+        self.model.train()
+        self.report("start", {"step": self.pos.step, "preset": self.preset,
+                              "total_steps": self.total_steps,
+                              "max_time": self.config.max_time, "device": str(self.device),
+                              "parameters": sum(p.numel() for p in self.model.parameters()),
+                              **self.task.describe()})
+        c = self.config
+        rate_key = f"{self.task.count_name}_per_s"
+        status = "done"
+        last_saved = self.pos.step
+        evaluated_at = None
+        while not self.finished():
+            if self.world.any(self.stop_requested, device=self.device):
+                status = "interrupted"
+                break
+            t0 = time.perf_counter()
+            out = self.train_step()
+            dt = time.perf_counter() - t0
+            self.pos.elapsed += dt
+            record = {"step": out["step"], "loss": out["loss"], "lr": out["lr"],
+                      "grad_norm": out["grad_norm"], rate_key: out["targets"] / dt,
+                      "time": round(self.pos.elapsed, 3)}
+            if not out["finite"]:
+                record["skipped"] = True
+                self.report("skip", {"step": out["step"], "bad_steps": self.pos.bad_steps})
+                if self.pos.bad_steps >= c.max_bad_steps:
+                    self.log(record)
+                    n = c.max_bad_steps
+                    raise CharLMError(
+                        f"training stopped: {n} non-finite step{'s' if n > 1 else ''} in a row "
+                        f"at step {out['step']} (loss or gradient norm not a finite number); "
+                        f"{self.files.kept_checkpoint()}; start a new run with a lower --lr")
+            self.log(record)
+            self.report("step", {**record, "progress": self.progress(),
+                                 "epoch": self.pos.epoch, "total_steps": self.total_steps})
+            if self.pos.step % c.eval_every == 0:
+                self.validate()
+                evaluated_at = self.pos.step
+            if self.pos.step % c.save_every == 0:
+                self.save(LAST)
+                last_saved = self.pos.step
+        if status == "done" and evaluated_at != self.pos.step:
+            self.validate()
+        if last_saved != self.pos.step or not (self.files / LAST).exists():
+            self.save(LAST)
+        if not (self.files / BEST).exists():
+            self.save(BEST)  # no validation split: the final weights are the best we know
+        summary = {"status": status, "step": self.pos.step, "epoch": self.pos.epoch,
+                   "elapsed": self.pos.elapsed, "best": self.pos.best,
+                   "run_dir": str(self.run_dir)}
+        self.report("end", summary)
+        return summary
