@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from charlm.api import bundled_corpus
-from charlm.corpus import prepare_cached
+from charlm.text.corpus import prepare_cached
 
 
 def main():

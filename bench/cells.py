@@ -61,9 +61,9 @@ def main():
             summary = trainer.run()
             r = {"row": name, **ROWS[name], "hidden": args.hidden, "budget": args.budget,
                  "parameters": sum(p.numel() for p in trainer.model.parameters()),
-                 "steps": summary["step"], "val_loss": summary["best_val"],
-                 "val_bpc": summary["best_bpc"],
-                 "chars_per_s": trainer.pos.symbols / summary["elapsed"],
+                 "steps": summary["step"], "val_loss": summary["best"]["val_loss"],
+                 "val_bpc": summary["best"]["val_bpc"],
+                 "chars_per_s": trainer.pos.targets / summary["elapsed"],
                  "precision": trainer.config.precision}
             results.append(r)
             print(f"  {name}: {r['steps']} steps, val {r['val_bpc']:.4f} bpc", flush=True)

@@ -2,7 +2,7 @@
 
 The fused torch.nn layers (lstm, gru, rnn, irnn) run a whole stretch in one call; the leaky
 cell, layer norm and recurrent dropout run the layers one time step at a time
-(``charlm.cells.LoopRNN``). Each row is ``Trainer.train_step`` (data, forward, loss, backward,
+(``charlm.models.cells.LoopRNN``). Each row is ``Trainer.train_step`` (data, forward, loss, backward,
 clip, AdamW) on Tiny Shakespeare with the same model size, batch and BPTT length, timed as the
 median of ``--steps`` steps after a warm-up; the last column is how many times slower than the
 fused LSTM it runs (target: at most 4).

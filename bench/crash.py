@@ -36,7 +36,7 @@ import torch
 import charlm
 from charlm.api import bundled_corpus
 from charlm.checkpoint import load_checkpoint
-from charlm.runlock import stale_temp_files
+from charlm.training.run_dir import stale_temp_files
 
 RUN = ["--preset", "tiny", "--layers", "2", "--hidden", "128", "--embed", "32",
        "--batch-size", "16", "--bptt", "64", "--dropout", "0.1", "--device", "cpu",

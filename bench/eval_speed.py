@@ -86,7 +86,7 @@ def main():
         cli = json.loads(proc.stdout)
 
     m = trainer.model.config
-    c = trainer.config
+    c = trainer.task.config
     print(f"\nmodel: {m.cell} {m.num_layers}x{m.hidden_dim}, embed {m.embed_dim}; training with "
           f"B {c.batch_size} T {c.bptt_len}; eval text {len(text) / 1e6:.1f} M chars")
     print("| what | chars/s | vs bf16 training |")

@@ -29,10 +29,10 @@ from charlm.api import bundled_corpus
 CHILD = """
 import sys, time, json
 from pathlib import Path
-from charlm.corpus import prepare
+from charlm.text.corpus import PrepareConfig, prepare
 src, out, kind = sys.argv[1], sys.argv[2], sys.argv[3]
 t = time.perf_counter()
-c = prepare([Path(src)], Path(out), vocab_kind=kind, vocab_size=4096)
+c = prepare([Path(src)], Path(out), PrepareConfig(vocab=kind, vocab_size=4096))
 import resource
 print(json.dumps({"seconds": time.perf_counter() - t,
                   "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -50,7 +50,7 @@ for _ in range(steps):
     trainer.train_step()
 trainer.save("last.safetensors")
 print(json.dumps({"rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  "train_symbols": trainer.train_split.symbols}))
+                  "train_symbols": trainer.task.train_split.symbols}))
 """
 
 

@@ -12,7 +12,7 @@ TBPTT 64, no dropout) trains for the same budget in the same run and is scored t
     python bench/quality.py --budget 600 --preset default
     python bench/quality.py --budget 108 --set hidden_dim=384 --set lr=4e-3 --reference
 
-Options are charlm's (ModelConfig and TrainConfig field names, as ``--set name=value``).
+Options are charlm's (LMConfig, TrainConfig and LMTaskConfig field names, as ``--set name=value``).
 Nothing but the timing loop differs from ``charlm train --max-time``.
 """
 
@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from charlm.api import build_trainer, bundled_corpus
-from charlm.corpus import prepare_cached
+from charlm.text.corpus import prepare_cached
 
 
 def parse_value(text: str):
@@ -51,12 +51,13 @@ def run_charlm(budget: float, preset: str | None, options: dict, workdir: Path) 
     t0 = time.perf_counter()
     summary = trainer.run()  # evaluates the final weights once, on the whole validation split
     wall = time.perf_counter() - t0
-    val = {"loss_nats": summary["best_val"], "bpc": summary["best_bpc"]}
+    val = {"loss_nats": summary["best"]["val_loss"], "bpc": summary["best"]["val_bpc"]}
     return {"system": "charlm", "preset": preset, "options": options,
-            "model": trainer.model.config.to_dict(), "train": trainer.config.to_dict(),
+            "model": trainer.model.config.to_dict(),
+            "train": {**trainer.config.to_dict(), **trainer.task.config.to_dict()},
             "steps": summary["step"], "train_seconds": summary["elapsed"],
             "wall_seconds": wall, "val_loss": val["loss_nats"], "val_bpc": val["bpc"],
-            "chars_per_s": trainer.pos.symbols / summary["elapsed"]}
+            "chars_per_s": trainer.pos.targets / summary["elapsed"]}
 
 
 def run_bare(budget: float, seed: int = 0) -> dict:

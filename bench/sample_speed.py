@@ -17,15 +17,15 @@ import time
 import torch
 
 from charlm.api import bundled_corpus
-from charlm.corpus import prepare_cached
-from charlm.model import CharRNN, ModelConfig
-from charlm.sample import generate
+from charlm.models import LMConfig, RecurrentLM
+from charlm.sample import SampleConfig, generate
+from charlm.text.corpus import prepare_cached
 
 
 @torch.no_grad()
 def bare_loop(model: CharRNN, length: int, batch: int, seed: int) -> float:
     g = torch.Generator().manual_seed(seed)
-    rnn, emb, head = model.rnn, model.embed, model.head
+    rnn, emb, head = model.backbone.rnn, model.backbone.embed, model.head
     x = torch.full((batch, 1), 2, dtype=torch.long)
     h = None
     prev = torch.backends.mkldnn.enabled
@@ -43,7 +43,8 @@ def bare_loop(model: CharRNN, length: int, batch: int, seed: int) -> float:
 
 def ours(model, vocab, length: int, batch: int, seed: int) -> float:
     t = time.perf_counter()
-    generate(model, vocab, length, temperature=1.0, seed=seed, num_samples=batch)
+    generate(model, vocab, SampleConfig(length=length, temperature=1.0, seed=seed,
+                                        num_samples=batch))
     return time.perf_counter() - t
 
 
@@ -60,9 +61,8 @@ def main():
     args = ap.parse_args()
     vocab = prepare_cached([bundled_corpus()]).vocab
     torch.manual_seed(0)
-    model = CharRNN(ModelConfig(vocab_size=vocab.size, num_layers=args.layers,
-                                hidden_dim=args.hidden, embed_dim=64,
-                                never_predict=(vocab.pad_id, vocab.unk_id))).eval()
+    model = RecurrentLM(LMConfig.for_vocab(vocab, num_layers=args.layers,
+                                           hidden_dim=args.hidden, embed_dim=64)).eval()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"LSTM {args.layers}x{args.hidden}; best of {args.rounds} alternating rounds")
     print("| batch | length | charlm chars/s | bare chars/s | charlm / bare | charlm us/char |")

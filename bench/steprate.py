@@ -15,5 +15,5 @@ def train_step_rate(trainer, steps: int = 20, warm_up: int = 3) -> float:
     for _ in range(steps):
         t = time.perf_counter()
         out = trainer.train_step()
-        times.append((time.perf_counter() - t) / out["symbols"])
+        times.append((time.perf_counter() - t) / out["targets"])
     return 1 / statistics.median(times)

@@ -26,25 +26,37 @@ from torch import nn
 from charlm.api import build_trainer, bundled_corpus
 
 
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
 def _product_peak(product, a, b, reps: int) -> float:
     """FLOP/s of the fastest of ``reps`` runs of an n x n by n x n product."""
+    device = a.device.type
     for _ in range(2):
         product(a, b)
     best = float("inf")
     for _ in range(reps):
+        _sync(device)
         t = time.perf_counter()
         product(a, b)
+        _sync(device)
         best = min(best, time.perf_counter() - t)
     return 2 * a.shape[0] ** 3 / best
 
 
-def mm_peak(n: int = 2048, reps: int = 10) -> float:
-    return _product_peak(torch.mm, torch.randn(n, n), torch.randn(n, n), reps)
+def mm_peak(n: int = 2048, reps: int = 10, device: str = "cpu") -> float:
+    """float32 on the CPU; on a GPU at its default float32 matmul precision."""
+    if device == "cuda":
+        n = 8192
+    return _product_peak(torch.mm, torch.randn(n, n, device=device),
+                         torch.randn(n, n, device=device), reps)
 
 
-def onednn_peak(n: int = 2048, reps: int = 10) -> float | None:
+def onednn_peak(n: int = 2048, reps: int = 10, device: str = "cpu") -> float | None:
     """The same float32 product through oneDNN (as a linear layer on oneDNN tensors)."""
-    if not torch.backends.mkldnn.is_available():
+    if device != "cpu" or not torch.backends.mkldnn.is_available():
         return None
     return _product_peak(lambda x, w: torch._C._nn.mkldnn_linear(x, w, None),
                          torch.randn(n, n).to_mkldnn(), torch.randn(n, n).to_mkldnn(), reps)
@@ -88,23 +100,27 @@ def main():
     ap.add_argument("--steps", type=int, default=5, help="steps per round per loop")
     ap.add_argument("--precision", default="fp32",
                     help="charlm's --precision (the bare loop stays float32)")
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                    help="cuda: charlm's step against the bare loop on cuDNN, on the GPU")
     args = ap.parse_args()
+    device = args.device
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, charlm precision "
-          f"{args.precision}")
-    peak, dnn_peak = mm_peak(), onednn_peak()
+    where = torch.cuda.get_device_name() if device == "cuda" else \
+        f"{torch.get_num_threads()} threads"
+    print(f"torch {torch.__version__}, {where}, charlm precision {args.precision}")
+    peak, dnn_peak = mm_peak(device=device), onednn_peak(device=device)
     rows = []
     for hidden in args.hidden:
         trainer = build_trainer(bundled_corpus(), out="/tmp/charlm-bench-throughput",
                                 cell="lstm", num_layers=args.layers, hidden_dim=hidden,
                                 embed_dim=args.embed, dropout=0.0, batch_size=args.batch,
-                                bptt_len=args.bptt, max_steps=10**9, device="cpu",
+                                bptt_len=args.bptt, max_steps=10**9, device=device,
                                 optimizer="adamw", precision=args.precision)
         vocab = trainer.vocab.size
         torch.manual_seed(0)
-        bare = Bare(vocab, args.embed, hidden, args.layers)
+        bare = Bare(vocab, args.embed, hidden, args.layers).to(device)
         opt = torch.optim.AdamW(bare.parameters(), lr=1e-3)
-        data = torch.randint(3, vocab, (args.batch, args.bptt + 1))
+        data = torch.randint(3, vocab, (args.batch, args.bptt + 1), device=device)
         state = [None]
 
         def bare_step():
@@ -124,7 +140,7 @@ def main():
         for _ in range(args.rounds):  # interleaved, with the peak re-measured each round
             ours += time_steps(trainer.train_step, args.steps)
             theirs += time_steps(bare_step, args.steps)
-            peak = max(peak, mm_peak(reps=3))
+            peak = max(peak, mm_peak(reps=3, device=device))
             if dnn_peak:
                 dnn_peak = max(dnn_peak, onednn_peak(reps=3))
         t_ours, t_bare = statistics.median(ours), statistics.median(theirs)
@@ -132,7 +148,8 @@ def main():
         flops = 3 * forward_flops(vocab, args.embed, hidden, args.layers, tokens)
         rows.append((hidden, tokens / t_ours, tokens / t_bare, t_bare / t_ours,
                      flops / t_ours))
-    print(f"float32 torch.mm peak (2048x2048, best seen during the run): {peak / 1e9:.1f} GFLOP/s")
+    print(f"torch.mm peak ({'8192' if device == 'cuda' else '2048'} square, float32 inputs, "
+          f"best seen during the run): {peak / 1e9:.1f} GFLOP/s")
     if dnn_peak:
         print(f"float32 oneDNN matmul peak (same shape, best seen): {dnn_peak / 1e9:.1f} GFLOP/s")
     dnn = dnn_peak or float("nan")
