@@ -193,6 +193,7 @@ def test_usage_errors_exit_2():
     assert_clean_error(run("sample", "--temp", "warm"), "", code=2)
 
 
+@pytest.mark.slow
 def test_console_script_and_module_entry_points(tmp_path, small_corpus):
     env = {**os.environ, "CHARLM_CACHE_DIR": str(tmp_path / "cache")}
     cmd = [sys.executable, "-m", "charlm"]
@@ -208,6 +209,7 @@ def test_console_script_and_module_entry_points(tmp_path, small_corpus):
     assert r.stderr.strip().splitlines() == ["error: missing.txt: no such file or directory"]
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_then_exits_130(tmp_path, small_corpus):
     import signal
     import time
@@ -251,6 +253,7 @@ def test_directory_skips_prepared_corpus_and_binary_files(tmp_path, small_text):
     assert len(config["corpus"]["sources"]) == 2  # a.txt and b.txt only
 
 
+@pytest.mark.slow
 def test_sample_into_a_closed_pipe_exits_quietly(tmp_path, run_dir):
     env = {**os.environ, "CHARLM_CACHE_DIR": str(tmp_path / "cache")}
     cmd = (f"{sys.executable} -m charlm sample --checkpoint {run_dir} --length 200000 "

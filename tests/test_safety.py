@@ -68,6 +68,7 @@ def reference(tmp_path, small_corpus):
 
 # ----- 1. exact resume after SIGTERM and kill -9 --------------------------------------------
 
+@pytest.mark.slow
 def test_sigterm_saves_at_a_step_boundary_and_the_resumed_run_is_exact(tmp_path, small_corpus,
                                                                        reference):
     run = tmp_path / "run"
@@ -91,6 +92,7 @@ def test_sigterm_saves_at_a_step_boundary_and_the_resumed_run_is_exact(tmp_path,
     assert logged(run) == logged(reference)
 
 
+@pytest.mark.slow
 def test_kill_9_at_random_moments_then_resume_ends_like_an_uninterrupted_run(
         tmp_path, small_corpus, reference):
     run, rng = tmp_path / "run", random.Random(11)
@@ -149,6 +151,7 @@ def test_a_run_in_use_is_refused_until_its_holder_stops(tmp_path, small_corpus, 
     assert build_trainer(resume=run, max_steps=20).run()["step"] == 20
 
 
+@pytest.mark.slow
 def test_a_crashed_holder_leaves_no_lock_behind(tmp_path):
     run = tmp_path / "run"
     code = ("import os, signal, sys; from charlm.training.runlock import RunLock; "
@@ -162,6 +165,7 @@ def test_a_crashed_holder_leaves_no_lock_behind(tmp_path):
     lock.release()
 
 
+@pytest.mark.slow
 def test_the_cli_refuses_a_second_writer(tmp_path, small_corpus, tiny_options):
     run = tmp_path / "run"
     build_trainer(small_corpus, out=run, **tiny_options(max_steps=10)).run()
@@ -336,7 +340,8 @@ def test_a_non_finite_step_is_skipped_counted_and_training_goes_on(tmp_path, sma
         poison(trainer, bad)
     else:  # the loss stays finite; one gradient element overflows
         weight = trainer.model.head.weight
-        weight.register_hook(lambda g: g.index_fill(0, torch.tensor([3]), float("inf"))
+        weight.register_hook(lambda g: g.index_fill(0, torch.tensor([3], device=g.device),
+                                                    float("inf"))
                              if trainer.pos.step in bad else g)
     snaps = {}
 

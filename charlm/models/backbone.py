@@ -208,6 +208,7 @@ class RecurrentBackbone(nn.Module):
 
     def _run(self, x: torch.Tensor, state: State, weights: dict | None):
         two = self.config.state_size == 2
+        state = tuple(s.contiguous() for s in state)  # cuDNN takes no other (a lane's slice)
         if weights is None:
             out, new = self.rnn(x, state if two else state[0])
         else:  # mixed precision or weight drop: the same layer on other weights

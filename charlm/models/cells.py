@@ -265,14 +265,16 @@ def _ln_forward(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: float = 
 def _ln_backward(dy: torch.Tensor, saved, rstd: torch.Tensor, w: torch.Tensor,
                  dw: torch.Tensor, db: torch.Tensor) -> torch.Tensor:
     """Gradient of layer norm wrt its input (``saved``, ``rstd``: what _ln_forward returned);
-    adds the gain and bias gradients into ``dw`` and ``db``."""
+    adds the gain and bias gradients into ``dw`` and ``db``. For bf16 inputs CUDA keeps the
+    mean and inverse std in float32: the arithmetic runs in that, the result comes back in
+    the gradient's dtype."""
     x, mean = saved
     xhat = (x - mean) * rstd
     dw += (dy * xhat).sum(0)
     db += dy.sum(0)
     dxhat = dy * w
-    return rstd * (dxhat - dxhat.mean(-1, keepdim=True)
-                   - xhat * (dxhat * xhat).mean(-1, keepdim=True))
+    return (rstd * (dxhat - dxhat.mean(-1, keepdim=True)
+                    - xhat * (dxhat * xhat).mean(-1, keepdim=True))).to(dy.dtype)
 
 
 def _keep_for_backward(ctx, saved: dict, w_hh, mask, norms) -> None:
