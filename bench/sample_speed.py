@@ -23,7 +23,7 @@ from charlm.text.corpus import prepare_cached
 
 
 @torch.no_grad()
-def bare_loop(model: CharRNN, length: int, batch: int, seed: int) -> float:
+def bare_loop(model: RecurrentLM, length: int, batch: int, seed: int) -> float:
     g = torch.Generator().manual_seed(seed)
     rnn, emb, head = model.backbone.rnn, model.backbone.embed, model.head
     x = torch.full((batch, 1), 2, dtype=torch.long)

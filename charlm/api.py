@@ -23,6 +23,7 @@ from .errors import CharLMError
 from .evaluate import EvalConfig, evaluate
 from .lm_runs import new_run, resume_run
 from .models import LMConfig
+from .options import check_given
 from .sample import SampleConfig, generate
 from .text.corpus import PrepareConfig, PreparedCorpus, Split, text_split
 from .text.corpus import prepare as prepare_corpus
@@ -51,7 +52,6 @@ class LanguageModel:
         self.checkpoint = checkpoint
         self.model = checkpoint.model
         self.vocab = checkpoint.vocab
-        self.model.eval()
 
     @property
     def config(self) -> LMConfig:
@@ -148,18 +148,16 @@ def _paths(corpus: list[Path] | Path | str | None) -> list[Path] | None:
 
 def build_trainer(corpus: list[Path] | Path | str | None = None, out: Path | str | None = None,
                   preset: str | None = None, resume: Path | str | None = None,
-                  vocab: str | None = None, vocab_size: int | None = None,
-                  val_fraction: float | None = None, doc_separator: str | None = None,
                   report: Report | None = None, prepare_progress=None, warn=None,
                   **options) -> Trainer:
     """Set up a run (new, or resumed from a run directory) without starting it.
 
-    ``options`` are the options of ``charlm train`` by field name (LMConfig, TrainConfig,
-    LMTaskConfig); None means "not given". A new run uses the ``default`` preset unless
+    ``options`` are the options of ``charlm train`` by field name: the model's (LMConfig),
+    the loop's (TrainConfig), the task's (LMTaskConfig) and the corpus preparation's
+    (PrepareConfig); None means "not given". A new run uses the ``default`` preset unless
     ``preset`` names another (or ``max_time`` alone picks the budget's).
     """
-    prepare_given = {"vocab": vocab, "vocab_size": vocab_size, "val_fraction": val_fraction,
-                     "doc_separator": doc_separator}
+    prepare_given = {k: options.pop(k) for k in list(options) if k in PrepareConfig.declared()}
     paths = _paths(corpus)
     if resume is not None:
         if preset is not None or out is not None:
@@ -180,11 +178,11 @@ def train(corpus: list[Path] | Path | str | None = None, out: Path | str | None 
     return load(trainer.run_dir)
 
 
-def prepare(corpus: list[Path] | Path | str, out: Path | str, vocab: str | None = None,
-            vocab_size: int | None = None, val_fraction: float | None = None,
-            doc_separator: str | None = None) -> PreparedCorpus:
-    """Prepare a corpus into ``out`` (see ``charlm.text.corpus.prepare``); options left None
-    take PrepareConfig's defaults."""
-    config = PrepareConfig.from_given(vocab=vocab, vocab_size=vocab_size,
-                                      val_fraction=val_fraction, doc_separator=doc_separator)
-    return prepare_corpus(_paths(corpus), Path(out), config)
+def prepare(corpus: list[Path] | Path | str, out: Path | str, progress=None, warn=None,
+            **options) -> PreparedCorpus:
+    """Prepare a corpus into ``out`` (see ``charlm.text.corpus.prepare``); ``options`` are
+    PrepareConfig's (vocab, vocab_size, val_fraction, doc_separator), None or left out taking
+    its defaults."""
+    check_given(options, (PrepareConfig,))
+    return prepare_corpus(_paths(corpus), Path(out), PrepareConfig.from_given(**options),
+                          progress=progress, warn=warn)

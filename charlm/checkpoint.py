@@ -30,10 +30,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import CharLMError
+from .errors import CharLMError, TooLargeToCount
 from .files import atomic_write
 from .models import model_class
-from .models.backbone import TooLargeToCount
 from .text.vocab import Vocab
 
 FORMAT = "charlm-checkpoint"
@@ -47,9 +46,8 @@ _V1_NAMES = {"embed.": "backbone.embed.", "rnn.": "backbone.rnn.",
 def _flatten(obj, tensors: dict, prefix: str):
     """JSON-able skeleton of ``obj`` with its tensors moved into ``tensors``."""
     if isinstance(obj, torch.Tensor):
-        key = f"{prefix}"
-        tensors[key] = obj.detach().contiguous().cpu()
-        return {"__tensor__": key}
+        tensors[prefix] = obj.detach().contiguous().cpu()
+        return {"__tensor__": prefix}
     if isinstance(obj, dict):
         return {"__dict__": [[k, _flatten(v, tensors, f"{prefix}/{k}")] for k, v in obj.items()]}
     if isinstance(obj, (list, tuple)):

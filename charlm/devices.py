@@ -9,7 +9,7 @@ import torch
 from .errors import CharLMError
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
-DEVICE_HELP = "auto (cuda, then mps, then cpu), cpu, cuda or mps."
+DEVICE_HELP = "Where to compute; auto: cuda, then mps, then cpu."
 PRECISIONS = ("auto", "fp32", "bf16")  # auto: bf16 where the hardware computes it natively
 EVAL_PRECISIONS = ("fp32", "bf16")
 # What each precision computes in (None: the weights' own float32).

@@ -35,8 +35,8 @@ from .checkpoint import load_checkpoint
 from .errors import CharLMError
 from .files import first_free
 from .models import LMConfig, RecurrentLM
-from .models.backbone import CELLS
-from .options import Options, non_negative_int, option, positive_int
+from .models.backbone import CELLS, RecurrentConfig
+from .options import Options, non_negative_int, option, positive_int, seed as seed_check
 from .text.sources import read_text
 from .text.vocab import PAD_ID, CharVocab
 from .training.run_dir import find_checkpoint
@@ -58,12 +58,12 @@ class DiagnoseConfig(Options):
     cell: str | None = option(
         None, "Freshly initialised models of these cells, comma-separated (e.g. rnn,lstm).",
         check=_cells, default_help="rnn,lstm when no --checkpoint is given")
-    num_layers: int = option(1, "Layers of the fresh models.", flag="--layers",
-                             check=positive_int)
-    hidden_dim: int = option(128, "Hidden units of the fresh models.", flag="--hidden",
-                             check=positive_int)
-    embed_dim: int = option(64, "Embedding size of the fresh models.", flag="--embed",
-                            check=positive_int)
+    num_layers: int = option(1, "Layers of the fresh models.",
+                             flag=RecurrentConfig.flag("num_layers"), check=positive_int)
+    hidden_dim: int = option(128, "Hidden units of the fresh models.",
+                             flag=RecurrentConfig.flag("hidden_dim"), check=positive_int)
+    embed_dim: int = option(64, "Embedding size of the fresh models.",
+                            flag=RecurrentConfig.flag("embed_dim"), check=positive_int)
     max_k: int = option(100, "Longest distance k (steps) between the state and the loss.",
                         check=positive_int)
     windows: int = option(128, "Positions in the text the curve is averaged over.",
@@ -75,7 +75,7 @@ class DiagnoseConfig(Options):
     plot: Path | None = option(
         None, "PNG file for the plot; an explicit path that exists is refused.",
         default_help=f"{DEFAULT_PLOT} (numbered if taken)")
-    seed: int = option(0, "Seed for the fresh models and the positions.", check=non_negative_int)
+    seed: int = option(0, "Seed for the fresh models and the positions.", check=seed_check)
 
     def fresh_cells(self, with_checkpoints: bool) -> list[str]:
         cells = [c.strip() for c in self.cell.split(",") if c.strip()] if self.cell else []

@@ -10,3 +10,14 @@ class CharLMError(Exception):
 
     def __init__(self, message: str):
         super().__init__(" ".join(str(message).split()))
+
+
+class TooLargeToCount(CharLMError):
+    """Model sizes whose tensors torch cannot even describe: more than ``at_least``
+    parameters."""
+
+    at_least = 2**61  # a tensor's bytes (4 per float32) must fit in a signed 64-bit integer
+
+    def __init__(self):
+        super().__init__(f"these sizes describe a model of more than {self.at_least:,} "
+                         f"parameters; use a smaller --hidden, --layers or --embed")

@@ -21,13 +21,14 @@ import torch
 
 from .devices import COMPUTE_DTYPES, DEVICE_HELP, DEVICES, EVAL_PRECISIONS
 from .errors import CharLMError
-from .options import Options, option, positive_int
-from .predictor import NextSymbolModel, loss_sum
+from .options import Options, non_negative_int, option, positive_int
+from .predictor import NextSymbolModel, check_vocab, loss_sum
 from .text.batching import LaneLayout
 from .text.corpus import Split
 from .text.vocab import PAD_ID, Vocab
 
 MIN_LANES, MAX_LANES, SYMBOLS_PER_LANE = 32, 512, 16384
+BURN_IN = 256  # symbols a lane reads, unscored, before its range
 MAX_LOGITS = 1 << 26  # logits held at once (lanes x chunk x vocab): 256 MB in float32
 
 
@@ -36,19 +37,19 @@ class EvalConfig(Options):
     """How a text is evaluated."""
 
     lanes: int | None = option(
-        None, "Parallel lanes the text is cut into (each warms up on the symbols before its "
-              "start).", check=positive_int,
+        None, f"Parallel lanes the text is cut into (each first reads the {BURN_IN} symbols "
+              f"before its start, unscored).", check=positive_int,
         default_help=f"{MIN_LANES}, or for long texts one per {SYMBOLS_PER_LANE // 1024}k "
                      f"symbols, at most {MAX_LANES}")
     bptt_len: int = option(256, "Symbols per chunk of the forward.", check=positive_int,
                            command_line=False)
-    burn_in: int = option(256, "Symbols each lane reads before its range, unscored.",
-                          command_line=False)
+    burn_in: int = option(BURN_IN, "Symbols each lane reads before its range, unscored.",
+                          check=non_negative_int, command_line=False)
     precision: str = option(
         "fp32", "fp32 (exact) or bf16: the forward computes on bfloat16 casts of the weights, "
                 "faster on CPUs with bf16 instructions; figures then move in the third or fourth "
                 "decimal.", choices=EVAL_PRECISIONS)
-    device: str = option("cpu", DEVICE_HELP, choices=DEVICES)
+    device: str = option("cpu", DEVICE_HELP, choices=DEVICES)  # where the model is loaded
 
 
 def auto_lanes(symbols: int, bptt_len: int | None = None, vocab_size: int = 0) -> int:
@@ -70,6 +71,7 @@ def evaluate(model: NextSymbolModel, vocab: Vocab, split: Split,
     float32 and in float64 across chunks, but each logit carries bf16's ~3 significant digits,
     so figures move in the third or fourth decimal. "fp32" (the default) is exact."""
     config = config or EvalConfig()
+    check_vocab(model, vocab)
     if split.chars - split.unknown < 1:
         raise CharLMError("no text to evaluate" + (": every character is unknown to the model"
                                                    if split.unknown else ""))

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 from .checkpoint import load_checkpoint
@@ -16,7 +15,7 @@ from .errors import CharLMError
 from .models import LMConfig, RecurrentLM
 from .options import check_given, check_resumable, split_by_owner
 from .presets import choose_preset, preset
-from .text.corpus import PreparedCorpus, is_prepared, open_or_prepare
+from .text.corpus import PrepareConfig, PreparedCorpus, Progress, is_prepared, open_or_prepare
 from .text.sources import collect_files
 from .training.config import TrainConfig
 from .training.lm_task import LanguageModelTask, LMTaskConfig
@@ -24,8 +23,7 @@ from .training.loop import Report, Trainer, fresh_model
 from .training.run_dir import LAST, RunDirectory, new_run_path
 
 # The options of `charlm train`, by the config that declares them.
-TRAIN_OPTIONS = (LMConfig, TrainConfig, LMTaskConfig)
-Progress = Callable[[int, int], None]
+TRAIN_OPTIONS = (LMConfig, LMTaskConfig, TrainConfig)
 
 
 def new_run(corpus: list[Path], out: Path | None, preset_name: str | None,
@@ -107,11 +105,17 @@ def resume_run(run_dir: Path, corpus: list[Path] | None, prepare_given: dict, op
 def _resumed_corpus(run_dir: Path, ckpt, corpus: list[Path] | None, given: dict,
                     progress: Progress | None, warn) -> PreparedCorpus:
     saved = ckpt.run_config.get("corpus", {})
+    given = {k: v for k, v in given.items() if v is not None}
+    if given.get("vocab", ckpt.vocab.kind) != ckpt.vocab.kind:
+        raise CharLMError(f"cannot resume with a different --vocab ({given['vocab']!r}; the run "
+                          f"has {ckpt.vocab.kind!r})")
+    if given and not corpus:
+        raise CharLMError(f"{', '.join(PrepareConfig.flag(k) for k in given)} apply only when "
+                          f"the corpus files are given again with --resume")
     if corpus and is_prepared(corpus):
         return open_or_prepare(corpus, given)
     if corpus:  # raw text again: prepared as the run's was, unless told otherwise
-        given = {k: v for k, v in given.items() if v is not None}
-        kind = given.get("vocab", ckpt.vocab.kind)
+        kind = ckpt.vocab.kind
         as_before = {"vocab": kind,
                      "vocab_size": ckpt.vocab.size if kind == "bpe" else None,
                      "val_fraction": saved.get("val_fraction"),

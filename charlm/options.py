@@ -219,6 +219,11 @@ def split_by_owner(given: dict, classes: tuple[type[Options], ...]) -> dict[type
     return groups
 
 
+def resumable_flags(classes: tuple[type[Options], ...]) -> list[str]:
+    """The flags of the options among ``classes`` that a resumed run may change."""
+    return [c.flag(n) for c in classes for n, d in c.declared().items() if d.resumable]
+
+
 def check_resumable(given: dict, saved: dict, classes: tuple[type[Options], ...]) -> None:
     """Refuse an option given on resume that differs from the run's (``saved``: the run's
     config sections) unless it is declared resumable. A field missing from an older run had
@@ -229,7 +234,6 @@ def check_resumable(given: dict, saved: dict, classes: tuple[type[Options], ...]
             continue
         was = saved.get(cls.section, {}).get(name, cls.default(name))
         if was != value:
-            may = [c.flag(n) for c in classes for n, d in c.declared().items() if d.resumable]
             raise CharLMError(f"cannot resume with a different {cls.flag(name)} ({value!r}; the "
                               f"run has {was!r}); options that may change on resume: "
-                              f"{', '.join(may)}")
+                              f"{', '.join(resumable_flags(classes))}")

@@ -49,9 +49,7 @@ class NextSymbolModel:
         raise NotImplementedError
 
     def reset_state(self, state: State, mask: torch.Tensor) -> State:
-        init = self.initial_state(mask.shape[0])
-        m = mask.view(1, -1, *([1] * (state[0].dim() - 2)))
-        return tuple(torch.where(m, i, s) for i, s in zip(init, state))
+        return reset_where(state, self.initial_state(mask.shape[0]), mask)
 
     @contextmanager
     def inference(self, dtype: torch.dtype | None = None):
@@ -61,6 +59,19 @@ class NextSymbolModel:
             raise CharLMError(f"this model ({type(self).__name__}) computes in float32 only; "
                               f"use --precision fp32")
         yield self
+
+
+def reset_where(state: State, initial: State, mask: torch.Tensor) -> State:
+    """``state`` with the lanes where ``mask`` (B,) is true put back to ``initial`` (the batch
+    is each tensor's second dimension)."""
+    return tuple(torch.where(mask.view(1, -1, *([1] * (s.dim() - 2))), i, s)
+                 for i, s in zip(initial, state))
+
+
+def check_vocab(model: NextSymbolModel, vocab) -> None:
+    if model.vocab_size != vocab.size:
+        raise CharLMError(f"the model predicts {model.vocab_size} symbols but the vocab has "
+                          f"{vocab.size}")
 
 
 def loss_sum(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, int]:

@@ -68,11 +68,6 @@ def choose_preset(name: str | None, given: dict) -> str:
     return DEFAULT_PRESET
 
 
-def values_in_presets(option: str) -> dict[str, object]:
-    """The value each preset gives ``option`` (those that give it one)."""
-    return {name: p[option] for name, p in PRESETS.items() if option in p}
-
-
 def describe_budget_rule() -> str:
     parts = [f"{name} up to {up_to:g} s" for name, up_to in BUDGET_PRESETS if up_to != math.inf]
     return ", ".join(parts) + f", {BUDGET_PRESETS[-1][0]} beyond"

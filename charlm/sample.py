@@ -19,7 +19,7 @@ from .devices import DEVICE_HELP, DEVICES
 from .errors import CharLMError
 from .options import (MAX_SEED, Options, non_negative_int, non_negative_number, option,
                       positive_int, seed as seed_check)
-from .predictor import NextSymbolModel
+from .predictor import NextSymbolModel, check_vocab
 from .text.vocab import Vocab
 
 
@@ -127,6 +127,7 @@ def generate(model: NextSymbolModel, vocab: Vocab, config: SampleConfig,
     c = config
     if c.seed is None:
         raise ValueError("generate needs a seed; see SampleConfig.with_seed")
+    check_vocab(model, vocab)
     length, temperature, top_k, num_samples, prime = (c.length, c.temperature, c.top_k or None,
                                                       c.num_samples, c.prime)
     device = model.device

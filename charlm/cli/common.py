@@ -21,8 +21,7 @@ out = Console(highlight=False)
 CheckpointOpt = Annotated[Optional[Path], typer.Option(
     "--checkpoint", help="Run directory (its best checkpoint) or a .safetensors file. Default: "
                          "the most recently trained run under ./checkpoints/.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a "
-                                                      "table.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the results as one JSON object.")]
 
 
 def warn(message: str):

@@ -39,10 +39,10 @@ def diagnose_gradients(
         config = DiagnoseConfig.from_given(**options)
         target = config.plot_path()
         paths = text or [bundled_corpus()]
-        profiles = measure(paths, checkpoint or [], config)
+        profiles = measure(texts=paths, checkpoints=checkpoint or [], config=config)
         source = ", ".join(str(p) for p in paths)
-        write_plot(profiles, target,
-                   f"gradient through the state, {source if text else 'Tiny Shakespeare'}")
+        write_plot(profiles=profiles, path=target,
+                   title=f"gradient through the state, {source if text else 'Tiny Shakespeare'}")
         if as_json:
             print(json.dumps({"text": source, "plot": str(target), "models": profiles}))
             return
@@ -50,7 +50,7 @@ def diagnose_gradients(
         table.add_column("k", justify="right")
         for name in profiles:
             table.add_column(name, justify="right")
-        for k in table_ks(config.max_k):
+        for k in table_ks(max_k=config.max_k):
             table.add_row(str(k), *[f"{p['mean'][k - 1]:.3e}" for p in profiles.values()])
         out.print(table)
         ex = Table(title="weight-gradient norm of one window's loss, no clipping")

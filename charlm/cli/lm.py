@@ -15,6 +15,7 @@ from rich.table import Table
 
 from ..evaluate import EvalConfig
 from ..lm_runs import TRAIN_OPTIONS
+from ..options import resumable_flags
 from ..presets import PRESET_NOTES, PRESETS, describe_budget_rule
 from ..sample import SampleConfig
 from ..text.corpus import PrepareConfig
@@ -35,13 +36,13 @@ def prepare(
     options: dict,
 ):
     """Encode a corpus once into flat id arrays plus metadata, for training by memmap."""
-    from ..text.corpus import prepare as do_prepare
+    from ..api import prepare as do_prepare
 
     with Guard():
-        config = PrepareConfig.from_given(**options)
         stop_bar, update = progress_bar("encoding")
         try:
-            prepared = do_prepare(corpus, out_dir, config, progress=update, warn=warn)
+            prepared = do_prepare(corpus=corpus, out=out_dir, progress=update, warn=warn,
+                                  **options)
         finally:
             stop_bar()
         meta = prepared.meta
@@ -117,8 +118,6 @@ class _TrainView:
             self.progress.stop()
 
 
-_RESUMABLE = ", ".join(c.flag(n) for c in TRAIN_OPTIONS for n, d in c.declared().items()
-                       if d.resumable)
 
 
 @app.command()
@@ -138,20 +137,18 @@ def train(
                       "if taken).")] = None,
     resume: Annotated[Optional[Path], typer.Option(
         help=f"Continue the run in this directory from its last checkpoint. Only "
-             f"{_RESUMABLE} may change.")] = None,
+             f"{', '.join(resumable_flags(TRAIN_OPTIONS))} may change.")] = None,
     options: dict = None,
 ):
     """Train a model (preparing the corpus first, cached by content) and save it in a run directory."""
     from ..api import build_trainer
 
-    prepare_given = {k: options.pop(k) for k in PrepareConfig.declared() if k in options}
     view = _TrainView()
     with Guard():
         stop_bar, update = progress_bar("preparing corpus")
         try:
-            trainer = build_trainer(corpus, out=out_dir, preset=preset, resume=resume,
-                                    report=view, prepare_progress=update, warn=warn,
-                                    **prepare_given, **options)
+            trainer = build_trainer(corpus=corpus, out=out_dir, preset=preset, resume=resume,
+                                    report=view, prepare_progress=update, warn=warn, **options)
         finally:
             stop_bar()
 
@@ -201,14 +198,14 @@ def eval_command(
 
     with Guard():
         config = EvalConfig.from_given(**options)
-        lm = load(checkpoint, device=config.device)
+        lm = load(path=checkpoint, device=config.device)
         if text:
-            split = lm.encode([read_text(p) for p in text])
+            split = lm.encode(texts=[read_text(p) for p in text])
             source = ", ".join(str(p) for p in text)
         else:
             split = lm.validation_split()
             source = "validation split"
-        result = lm.evaluate(split, lanes=config.lanes, precision=config.precision)
+        result = lm.evaluate(text=split, lanes=config.lanes, precision=config.precision)
         result.pop("total_nats", None)
         if split.unknown:
             warn(f"{split.unknown:,} character(s) the model never saw were not scored")
@@ -237,17 +234,17 @@ def sample(checkpoint: CheckpointOpt = None, options: dict = None):
 
     with Guard():
         config = SampleConfig.from_given(**options).with_seed()
-        lm = load(checkpoint, device=config.device)
+        lm = load(path=checkpoint, device=config.device)
         if config.num_samples == 1:
             pending = [config.prime]  # the prime is written once the model has accepted it
 
             def stream(_: int, piece: str):
                 sys.stdout.write(pending.pop() + piece if pending else piece)
                 sys.stdout.flush()
-            lm.generate(config, stream, warn, collect=False)
+            lm.generate(config=config, on_text=stream, on_warning=warn, collect=False)
             sys.stdout.write((pending.pop() if pending else "") + "\n")
         else:
-            texts = lm.generate(config, None, warn)
+            texts = lm.generate(config=config, on_warning=warn)
             for i, t in enumerate(texts):
                 # A header line on stdout keeps piped samples apart.
                 sys.stdout.write(f"{'' if i == 0 else chr(10)}=== sample {i + 1} of "

@@ -32,11 +32,14 @@ def _shown(value) -> str:
 def help_text(cls: type[Options], name: str, with_presets: bool = False) -> str:
     decl = cls.declared()[name]
     default = cls.default(name)
+    text = decl.help + (f" One of: {', '.join(decl.choices)}." if decl.choices else "")
     if with_presets and any(name in p for p in PRESETS.values()):
-        values = ", ".join(f"{p} {_shown(v.get(name, default))}" for p, v in PRESETS.items())
-        return f"{decl.help} Presets: {values}."
+        values = {p: _shown(v.get(name, default)) for p, v in PRESETS.items()}
+        shown = (f"all {next(iter(values.values()))}" if len(set(values.values())) == 1 else
+                 ", ".join(f"{p} {v}" for p, v in values.items()))
+        return f"{text} Presets: {shown}."
     shown = decl.default_help or ("none" if default is None else _shown(default))
-    return f"{decl.help} Default: {shown}."
+    return f"{text} Default: {shown}."
 
 
 def _parameter(cls: type[Options], name: str, with_presets: bool) -> inspect.Parameter:

@@ -21,8 +21,9 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from ..errors import CharLMError
+from ..errors import CharLMError, TooLargeToCount
 from ..options import Options, fraction, open_fraction, option, positive_int
+from ..predictor import reset_where
 from ..text.vocab import PAD_ID
 from .cells import JordanRNN, LoopRNN, SteppedRNN
 
@@ -155,13 +156,7 @@ class RecurrentBackbone(nn.Module):
 
     def reset_state(self, state: State, mask: torch.Tensor) -> State:
         """Put lanes where ``mask`` (B,) is true back to the initial state."""
-        init = self.initial_state(mask.shape[0])
-        m = mask.view(1, -1, 1)
-        return tuple(torch.where(m, i, s) for i, s in zip(init, state))
-
-    @staticmethod
-    def detach_state(state: State) -> State:
-        return tuple(s.detach() for s in state)
+        return reset_where(state, self.initial_state(mask.shape[0]), mask)
 
     def forward(self, inputs: torch.Tensor, state: State | None = None,
                 reset: torch.Tensor | None = None,
@@ -233,16 +228,6 @@ class RecurrentBackbone(nn.Module):
         o, state = self._run(x[:, prev:], state, weights)
         pieces.append(o)
         return (pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)), state
-
-
-class TooLargeToCount(CharLMError):
-    """Sizes whose tensors torch cannot even describe: more than ``at_least`` parameters."""
-
-    at_least = 2**61  # a tensor's bytes (4 per float32) must fit in a signed 64-bit integer
-
-    def __init__(self):
-        super().__init__(f"these sizes describe a model of more than {self.at_least:,} "
-                         f"parameters; use a smaller --hidden, --layers or --embed")
 
 
 def count_parameters(build, config: Options) -> int:

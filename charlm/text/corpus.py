@@ -35,7 +35,6 @@ from .sources import (CORPUS_FORMAT, Source, byte_arrays, char_boundary, collect
                       file_sha256, is_prepared_dir)
 from .vocab import BPEVocab, CharVocab, Vocab, codepoints
 
-FORMAT = CORPUS_FORMAT
 FORMAT_VERSION = 1
 VAL_SEED = 1234  # fixed: the same corpus always gives the same split
 
@@ -75,10 +74,6 @@ class PrepareConfig(Options):
                 == "char":
             raise CharLMError("--vocab-size applies only to --vocab bpe")
         return super().from_given(**given)
-
-    @property
-    def vocab_file(self) -> str:
-        return "vocab.json" if self.vocab == "char" else "tokenizer.json"
 
 
 def split_train_val(docs: list[DocRange], chars: list[int], val_fraction: float,
@@ -181,7 +176,7 @@ class PreparedCorpus:
             raise CharLMError(f"{path}: not a prepared corpus (no meta.json)") from None
         except (OSError, ValueError) as exc:
             raise CharLMError(f"{meta_file}: unreadable corpus metadata: {exc}") from None
-        if meta.get("format") != FORMAT or meta.get("version") != FORMAT_VERSION:
+        if meta.get("format") != CORPUS_FORMAT or meta.get("version") != FORMAT_VERSION:
             raise CharLMError(f"{path}: unsupported corpus format {meta.get('format')!r} "
                               f"version {meta.get('version')!r}; prepare it again")
         try:
@@ -314,7 +309,7 @@ def prepare(paths: list[Path], out: Path, config: PrepareConfig | None = None,
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
         try:
-            (tmp / config.vocab_file).write_text(vocab.to_json(), encoding="utf-8")
+            (tmp / vocab.file_name).write_text(vocab.to_json(), encoding="utf-8")
             total = sum(d.nbytes for d in docs)
             done = [0]
             splits = {
@@ -323,9 +318,9 @@ def prepare(paths: list[Path], out: Path, config: PrepareConfig | None = None,
                 "val": _write_split(tmp, "val", vocab, val_docs, sources, progress, done, total),
             }
             meta = {
-                "format": FORMAT,
+                "format": CORPUS_FORMAT,
                 "version": FORMAT_VERSION,
-                "vocab": {"kind": config.vocab, "size": vocab.size, "file": config.vocab_file},
+                "vocab": {"kind": config.vocab, "size": vocab.size, "file": vocab.file_name},
                 "dtype": vocab.dtype.name,
                 "doc_separator": config.doc_separator,
                 "val_fraction": config.val_fraction,

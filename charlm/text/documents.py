@@ -76,6 +76,7 @@ def _blank(data, a: int, b: int) -> bool:
 def document_ranges(data, sep: str | None) -> list[tuple[int, int]]:
     """The byte ranges [start, end) of the documents in ``data`` (bytes, or a mapped file)."""
     n = len(data)
+    sep = sep or None  # an empty separator cuts nothing
     if sep is None:
         pieces = [(0, n)]
     else:

@@ -41,6 +41,7 @@ class Vocab:
     """What every vocab offers: ids for text and back, and its JSON form."""
 
     kind: ClassVar[str]
+    file_name: ClassVar[str]  # what the vocab is saved as, beside a corpus or a run
     pad_id: int = PAD_ID
     eod_id: int
     unk_id: int | None
@@ -95,6 +96,7 @@ class CharVocab(Vocab):
     """
 
     kind = "char"
+    file_name = "vocab.json"
     unk_id = 1
     eod_id = 2
     specials = ("<pad>", "<unk>", "<eod>")
@@ -169,6 +171,7 @@ class BPEVocab(Vocab):
     """
 
     kind = "bpe"
+    file_name = "tokenizer.json"
     unk_id = None
     eod_id = 1
     specials = ("<pad>", "<eod>")

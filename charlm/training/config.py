@@ -21,7 +21,7 @@ class TrainConfig(Options):
     section = "train"
     STOP_OPTIONS = ("max_steps", "epochs", "max_time")  # given together, they replace each other
 
-    optimizer: str = option("adamw", "adamw, adam, rmsprop or sgd.", choices=OPTIMIZERS)
+    optimizer: str = option("adamw", "The optimizer.", choices=OPTIMIZERS)
     lr: float = option(3e-3, "Peak learning rate.", check=positive_number)
     weight_decay: float = option(
         0.0, "Weight decay on the weight matrices (with adamw decoupled: each step shrinks them "
@@ -31,25 +31,22 @@ class TrainConfig(Options):
     warmup_steps: int = option(100, "Steps of linear learning-rate warmup (at most a tenth of a "
                                     "run of known length).", flag="--warmup",
                                check=non_negative_int)
-    schedule: str = option("cosine", "Decay after warmup over the run: cosine, linear or "
-                                     "constant.", choices=SCHEDULES)
+    schedule: str = option("cosine", "How the learning rate decays after warmup, over the "
+                                     "run.", choices=SCHEDULES)
     min_lr_ratio: float = option(0.05, "The decay ends at lr x this.", command_line=False,
                                  check=non_negative_number)
     clip_norm: float = option(1.0, "Clip the gradient's global norm to this (0 = off).",
                               check=non_negative_number)
     clip_value: float = option(0.0, "Clip each gradient element to [-v, v] (0 = off).",
                                check=non_negative_number, default_help="off")
-    max_bad_steps: int = option(
-        5, "A step whose loss or gradient norm is not a finite number is skipped (and counted "
-           "in the log); stop after this many in a row, keeping the last good checkpoint.",
-        check=positive_int, resumable=True)
     max_steps: int | None = option(None, "Stop after this many steps.", check=positive_int,
                                    resumable=True, default_help="one epoch")
     epochs: float | None = option(None, "Stop after this many passes over the training text.",
-                                  check=at_most(MAX_EPOCHS, positive_number), resumable=True)
+                                  check=at_most(MAX_EPOCHS, positive_number), resumable=True,
+                                  default_help="unset")
     max_time: float | None = option(None, "Stop after this many seconds of training; the LR "
                                           "schedule spans the budget.", check=positive_number,
-                                    resumable=True)
+                                    resumable=True, default_help="unset")
     eval_every: int = option(250, "Validate every this many steps.", check=positive_int,
                              resumable=True)
     save_every: int = option(500, "Write the last checkpoint at least every this many steps.",
@@ -57,10 +54,14 @@ class TrainConfig(Options):
     seed: int = option(1337, "Random seed; the same seed gives the same run on CPU.", check=seed)
     device: str = option("auto", DEVICE_HELP, choices=DEVICES, resumable=True)
     precision: str = option(
-        "fp32", "fp32; bf16: the training forward and backward compute in bfloat16 on casts of "
+        "fp32", "bf16: the training forward and backward compute in bfloat16 on casts of "
                 "float32 weights, which the optimizer updates (faster on CPUs with bf16 "
                 "instructions; evaluation and sampling stay float32); auto: bf16 on such CPUs, "
                 "else fp32.", choices=PRECISIONS, resumable=True)
+    max_bad_steps: int = option(
+        5, "A step whose loss or gradient norm is not a finite number is skipped (and counted "
+           "in the log); stop after this many in a row, keeping the last good checkpoint.",
+        check=positive_int, resumable=True)
 
     def check(self) -> None:
         if self.min_lr_ratio > 1:

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..errors import CharLMError
-from ..evaluate import EvalConfig, evaluate
+from ..evaluate import BURN_IN, MIN_LANES, EvalConfig, evaluate
 from ..options import Options, non_negative_int, option, positive_int
 from ..predictor import loss_sum
 from ..text.batching import LaneLayout
@@ -32,9 +32,9 @@ class LMTaskConfig(Options):
     batch_size: int = option(32, "Parallel lanes per batch.", check=positive_int)
     bptt_len: int = option(64, "Truncated BPTT length: time steps per chunk.", flag="--bptt",
                            check=positive_int)
-    eval_lanes: int = option(32, "Lanes of the validation pass.", check=positive_int,
+    eval_lanes: int = option(MIN_LANES, "Lanes of the validation pass.", check=positive_int,
                              command_line=False)
-    eval_burn_in: int = option(256, "Symbols each validation lane reads before its range.",
+    eval_burn_in: int = option(BURN_IN, "Symbols each validation lane reads before its range.",
                                check=non_negative_int, command_line=False)
 
 
@@ -43,8 +43,7 @@ class LanguageModelTask(Task):
     validation_key = "val_loss"
     higher_is_better = False
 
-    def __init__(self, corpus: PreparedCorpus, config: LMTaskConfig, world: World = World()):
-        super().__init__(world)
+    def __init__(self, corpus: PreparedCorpus, config: LMTaskConfig):
         self.corpus, self.config, self.vocab = corpus, config, corpus.vocab
         self.train_split = corpus.split("train")
         self.val_split = corpus.split("val") if corpus.has_split("val") else None
@@ -58,8 +57,6 @@ class LanguageModelTask(Task):
                                  bptt, self.vocab.eod_id)
         # Every process runs the whole layout's number of chunks; each reads its own lanes.
         self.lanes, self.chunks = self.layout.num_lanes, self.layout.chunks_per_epoch
-        if world.size > 1:
-            self.layout = self.layout.select(world.share(self.lanes))
         self.state: tuple[torch.Tensor, ...] | None = None  # the lanes' carried state
         self._next_state = None
 
@@ -82,11 +79,13 @@ class LanguageModelTask(Task):
                        for k, v in meta["splits"].items()},
         }}
 
-    def start(self, model: nn.Module) -> None:
+    def start(self, model: nn.Module, world: World) -> None:
+        if world.size > 1:
+            self.layout = self.layout.select(world.share(self.lanes))
         self.device = model.device
         self.state = model.initial_state(self.layout.num_lanes)
 
-    def train_loss(self, model: nn.Module, index: int) -> tuple[torch.Tensor, int]:
+    def train_loss(self, model: nn.Module, epoch: int, index: int) -> tuple[torch.Tensor, int]:
         batch = self.layout.batch(index)
         x = torch.from_numpy(batch.inputs).to(self.device, non_blocking=True)
         y = torch.from_numpy(batch.targets).to(self.device, non_blocking=True)

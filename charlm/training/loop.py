@@ -8,7 +8,13 @@ Events: ``start``, ``step``, ``eval``, ``save``, ``skip`` (a non-finite step), `
 
 The run's files are kept by ``training.run_dir``; with several processes (``training.world``)
 each trains on its own share of the data, their figures are summed in ``World``, and only the
-main process writes.
+main process writes. (Gradients are not yet averaged across processes: until the model is
+wrapped in DistributedDataParallel, a run of several processes is refused.)
+
+What the loop needs of a model: a ``torch.nn.Module`` with ``kind`` (its name in checkpoints,
+see ``charlm.models``), ``config`` (an Options dataclass), the classmethod
+``count_parameters(config)``, a ``device`` property and, for ``--precision bf16``,
+``compute_in(dtype)`` (a context in which it computes in that dtype).
 """
 
 from __future__ import annotations
@@ -26,8 +32,7 @@ from torch import nn
 from .. import __version__
 from ..checkpoint import Checkpoint, load_checkpoint
 from ..devices import COMPUTE_DTYPES, check_fits, resolve_device, resolve_precision
-from ..errors import CharLMError
-from ..models.backbone import TooLargeToCount
+from ..errors import CharLMError, TooLargeToCount
 from .config import TrainConfig
 from .optim import lr_factor, make_optimizer
 from .run_dir import BEST, LAST, RunDirectory
@@ -68,7 +73,8 @@ class Position:
 
     @classmethod
     def from_dict(cls, d: dict) -> Position:
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__})
+        """A saved position; a field it lacks (saved by an earlier charlm) has its default."""
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
 class Trainer:
@@ -79,6 +85,9 @@ class Trainer:
                  config: TrainConfig, report: Report | None = None, world: World | None = None,
                  preset: str | None = None):
         self.world = world or World.current()
+        if self.world.size > 1:
+            raise CharLMError("training in several processes is not supported yet: the "
+                              "gradients would not be averaged across them; run one process")
         self.files = run_dir if isinstance(run_dir, RunDirectory) else \
             RunDirectory(run_dir, writes=self.world.is_main)
         self.model, self.task = model, task
@@ -90,7 +99,7 @@ class Trainer:
         self.stop_requested = False
         self.optimizer = make_optimizer(model, self.config)
         self.pos = Position()
-        task.start(model)
+        task.start(model, self.world)
 
     # ----- bookkeeping -------------------------------------------------------------------------
     @property
@@ -233,10 +242,9 @@ class Trainer:
         record = self.task.validate(self.model)
         if record is None:
             return None
-        key, figure = self.task.validation_key, record[self.task.validation_key]
-        before = self.best_figure()
-        best = before is None or (figure > before if self.task.higher_is_better
-                                  else figure < before)
+        figure, before = record[self.task.validation_key], self.best_figure()
+        best = math.isfinite(figure) and (before is None or (
+            figure > before if self.task.higher_is_better else figure < before))
         if best:
             self.pos.best = dict(record)
         record = {"step": self.pos.step, **record, "best": best,
@@ -249,17 +257,6 @@ class Trainer:
             self.save(BEST)
         return record
 
-    def _mean_loss(self, total: torch.Tensor, count: int) -> tuple[torch.Tensor, float, int]:
-        """The loss to differentiate, its value over all processes, and their target count."""
-        if self.world.size == 1:
-            loss = total / max(count, 1)
-            return loss, float(loss.detach()), count
-        total_all, count_all = self.world.sum(float(total.detach()), count, device=self.device)
-        # Each process's gradient is averaged over the processes (DistributedDataParallel),
-        # so each scales its sum by the processes' count to give the mean over all targets.
-        loss = total * (self.world.size / max(count_all, 1))
-        return loss, total_all / max(count_all, 1), int(count_all)
-
     def train_step(self) -> dict:
         c, pos = self.config, self.pos
         # Warmup never takes more than a tenth of a run of known length.
@@ -269,8 +266,10 @@ class Trainer:
             group["lr"] = lr
         dtype = self.compute_dtype
         with self.model.compute_in(dtype) if dtype is not None else nullcontext():
-            total, count = self.task.train_loss(self.model, pos.batch)
-        loss, loss_value, count_all = self._mean_loss(total, count)
+            total, count = self.task.train_loss(self.model, pos.epoch, pos.batch)
+        # One process (see the module doc). With several, each would scale its sum by the
+        # processes' total count here, and the logged value would be World.sum'med.
+        loss = total / max(count, 1)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         params = [p for p in self.model.parameters() if p.grad is not None]
@@ -284,7 +283,7 @@ class Trainer:
                 torch.nn.utils.clip_grad_norm_(params, max_norm)
         else:
             grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)  # norm before clipping
-        norm_value = float(grad_norm)
+        loss_value, norm_value = float(loss.detach()), float(grad_norm)
         finite = not self.world.any(not (math.isfinite(loss_value)
                                          and math.isfinite(norm_value)), device=self.device)
         if finite:
@@ -302,7 +301,7 @@ class Trainer:
             pos.batch = 0
             pos.epoch += 1
         return {"step": pos.step, "loss": loss_value, "lr": lr, "grad_norm": norm_value,
-                "targets": count_all, "finite": finite}
+                "targets": count, "finite": finite}
 
     def check_not_finished(self) -> None:
         if self.pos.step > 0 and self.finished():
@@ -315,7 +314,7 @@ class Trainer:
         self.check_not_finished()
         self.files.acquire()
         try:
-            if self.pos.step == 0 and self.files.holds_run():
+            if self.pos.step == 0 and self.world.is_main and self.files.holds_run():
                 raise CharLMError(f"{self.run_dir} already holds a run (written since this one "
                                   f"was set up); continue it with --resume {self.run_dir}")
             return self._run()

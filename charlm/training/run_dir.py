@@ -22,12 +22,12 @@ from pathlib import Path
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..errors import CharLMError
 from ..files import atomic_write, first_free
+from ..text.vocab import BPEVocab, CharVocab
 from .runlock import LOCK_NAME, RunLock
 
 DEFAULT_RUNS = Path("checkpoints")  # where runs go unless told otherwise
 LAST, BEST, CONFIG, METRICS = "last.safetensors", "best.safetensors", "config.json", "metrics.jsonl"
-VOCAB_FILES = ("vocab.json", "tokenizer.json")
-RUN_FILES = (LAST, BEST, CONFIG, *VOCAB_FILES, METRICS)
+RUN_FILES = (LAST, BEST, CONFIG, CharVocab.file_name, BPEVocab.file_name, METRICS)
 # atomic_write's temporary copies of the run files: ".<name>.<8 random characters>.tmp"
 _TEMP = re.compile(r"\.(%s)\.[A-Za-z0-9_]{8}\.tmp" % "|".join(re.escape(n) for n in RUN_FILES))
 
@@ -129,8 +129,7 @@ class RunDirectory:
         self.path.mkdir(parents=True, exist_ok=True)
         atomic_write(self.path / CONFIG,
                      json.dumps(run_config, indent=2, ensure_ascii=False).encode())
-        name = VOCAB_FILES[0] if vocab.kind == "char" else VOCAB_FILES[1]
-        atomic_write(self.path / name, vocab.to_json().encode())
+        atomic_write(self.path / vocab.file_name, vocab.to_json().encode())
 
     def save(self, which: str, step: int, model, vocab, run_config: dict, info: dict,
              trainer_state: dict | None) -> Path:

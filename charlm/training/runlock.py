@@ -14,6 +14,7 @@ so it is turned off.
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -22,6 +23,9 @@ import filelock
 from ..errors import CharLMError
 
 LOCK_NAME = ".lock"
+# What a filesystem without locks answers; anything else (a .lock that is a directory, no
+# permission...) is an error the user sees.
+_NO_LOCKS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS}
 
 
 def _write_pid(fd: int) -> None:
@@ -60,8 +64,10 @@ class RunLock:
             who = f" (process {holder})" if holder.isdigit() else ""
             raise CharLMError(f"{self.run_dir} is in use by another charlm train{who}; wait for "
                               f"it to finish or stop it first") from None
-        except OSError:  # ENOLCK, EOPNOTSUPP, ENOSYS: no locks on this mount; go on unlocked
-            lock = None
+        except OSError as exc:
+            if exc.errno not in _NO_LOCKS:
+                raise
+            lock = None  # no locks on this mount: go on unlocked
         self._lock, self.held = lock, True
 
     def release(self) -> None:

@@ -6,7 +6,7 @@ hidden state across chunks), scores the validation data, and saves and restores 
 for an exact resume. The loop owns the rest: optimizer, schedule, clipping, non-finite steps,
 evaluation and save cadence, stopping rules, checkpoints and events.
 
-    loop:  for each step:  total, count = task.train_loss(model, index)   # forward
+    loop:  for each step:  total, count = task.train_loss(model, epoch, index)   # forward
                            ... backward, clip, optimizer step (or skip) ...
                            task.end_step(kept)                             # carry or drop
            every so often: record = task.validate(model)                   # the figure
@@ -31,9 +31,6 @@ class Task:
     config: Options                  # the task's options, saved with the training options
     vocab: object                    # saved in every checkpoint, so a run is self-contained
 
-    def __init__(self, world: World):
-        self.world = world
-
     @property
     def batches_per_epoch(self) -> int:
         raise NotImplementedError
@@ -47,13 +44,14 @@ class Task:
         JSON-able)."""
         return {}
 
-    def start(self, model: nn.Module) -> None:
-        """Ready the task's state for a model on its device (a new run, or before a resumed
-        state is loaded)."""
+    def start(self, model: nn.Module, world: World) -> None:
+        """Ready the task for a model on its device, as one of ``world``'s processes (a new
+        run, or before a resumed state is loaded): take this process's share of the data."""
 
-    def train_loss(self, model: nn.Module, index: int) -> tuple[torch.Tensor, int]:
-        """Forward batch ``index`` of the epoch in training mode: the summed loss (a tensor to
-        differentiate) and how many targets it sums over, on this process."""
+    def train_loss(self, model: nn.Module, epoch: int, index: int) -> tuple[torch.Tensor, int]:
+        """Forward batch ``index`` of epoch ``epoch`` in training mode (a task that shuffles
+        does it by the epoch, so a resumed run sees the same batches): the summed loss (a
+        tensor to differentiate) and how many targets it sums over, on this process."""
         raise NotImplementedError
 
     def end_step(self, kept: bool) -> None:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..errors import CharLMError
+
 
 @dataclass(frozen=True)
 class World:
@@ -34,6 +36,9 @@ class World:
     def share(self, count: int) -> np.ndarray:
         """This rank's items of ``count`` (lanes, examples): a contiguous block of about
         count / size, the blocks of all ranks covering every item once."""
+        if count < self.size:
+            raise CharLMError(f"{count} lanes or examples cannot be shared by {self.size} "
+                              f"processes; use a larger --batch-size or fewer processes")
         return np.array_split(np.arange(count), self.size)[self.rank]
 
     def sum(self, *values: float, device: torch.device | str = "cpu") -> tuple[float, ...]:
