@@ -202,7 +202,9 @@ def test_bundled_corpus_ships_in_the_wheel(tmp_path):
     wheel = next((tmp_path / "wheel").glob("charlm-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert "charlm/data/tinyshakespeare.txt" in names
-    assert "charlm/cli/app.py" in names and "charlm/training/loop.py" in names
+    packages = {p.parent.relative_to(REPO).as_posix()
+                for p in (REPO / "charlm").rglob("__init__.py")}
+    assert packages and all(f"{p}/__init__.py" in names for p in packages)  # every subpackage
 
 
 def test_eval_splits_text_by_the_runs_document_separator(tmp_path, tiny_options):
