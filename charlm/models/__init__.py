@@ -1,7 +1,9 @@
 """Models by kind. A checkpoint records its model's kind; this table turns it back into a class.
 
 Each class has ``kind`` (its name in checkpoints), ``config_class`` (an Options dataclass saved
-as the checkpoint's model config) and ``count_parameters(config)`` (without allocating).
+as the checkpoint's model config) and ``count_parameters(config)``: the number of values in its
+``state_dict`` (tied tensors once), counted without allocating, which ``checkpoint`` compares
+with a file before building anything.
 """
 
 from __future__ import annotations
