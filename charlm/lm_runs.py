@@ -13,7 +13,7 @@ from pathlib import Path
 from .checkpoint import load_checkpoint
 from .errors import CharLMError
 from .models import LMConfig, RecurrentLM
-from .options import check_given, check_resumable, split_by_owner
+from .options import check_given, check_resumable, resumable, split_by_owner
 from .presets import choose_preset, preset
 from .text.corpus import PrepareConfig, PreparedCorpus, Progress, is_prepared, open_or_prepare
 from .text.sources import collect_files
@@ -33,12 +33,7 @@ def new_run(corpus: list[Path], out: Path | None, preset_name: str | None,
     options = {k: v for k, v in options.items() if v is not None}
     check_given(options, TRAIN_OPTIONS)  # before any corpus is prepared
     name = choose_preset(preset_name, options)
-    values = dict(preset(name))
-    if any(k in options for k in TrainConfig.STOP_OPTIONS):
-        for k in TrainConfig.STOP_OPTIONS:
-            values.pop(k, None)  # the user's stopping rule replaces the preset's
-    values.update(options)
-    groups = split_by_owner(values, TRAIN_OPTIONS)
+    groups = split_by_owner(TrainConfig.over(preset(name), options), TRAIN_OPTIONS)
     train_config = TrainConfig(**groups[TrainConfig])
     task_config = LMTaskConfig(**groups[LMTaskConfig])
     prepared = open_or_prepare(corpus, prepare_given, progress, warn)
@@ -97,8 +92,7 @@ def resume_run(run_dir: Path, corpus: list[Path] | None, prepare_given: dict, op
             raise CharLMError(f"{run_dir}/{LAST}: the run's training config is damaged "
                               f"({type(exc).__name__}: {exc})") from None
         return LanguageModelTask(prepared, config)
-    overrides = {k: v for k, v in options.items() if TrainConfig.declared().get(k) and
-                 TrainConfig.declared()[k].resumable}
+    overrides = {k: v for k, v in options.items() if resumable(k, TRAIN_OPTIONS)}
     return Trainer.resume(run_dir, make_task, overrides, report)
 
 

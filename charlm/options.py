@@ -15,6 +15,7 @@ A config class may add checks between fields in ``check()``.
 
 from __future__ import annotations
 
+import functools
 import math
 import typing
 from collections.abc import Callable
@@ -148,6 +149,7 @@ class Options:
         """Checks between fields; subclasses add theirs."""
 
     @classmethod
+    @functools.cache
     def declared(cls) -> dict[str, Declaration]:
         return {f.name: f.metadata["option"] for f in fields(cls) if "option" in f.metadata}
 
@@ -219,9 +221,15 @@ def split_by_owner(given: dict, classes: tuple[type[Options], ...]) -> dict[type
     return groups
 
 
+def resumable(name: str, classes: tuple[type[Options], ...]) -> bool:
+    """Whether a resumed run may change option ``name`` (declared by one of ``classes``)."""
+    cls = owner(name, classes)
+    return cls is not None and cls.declared()[name].resumable
+
+
 def resumable_flags(classes: tuple[type[Options], ...]) -> list[str]:
     """The flags of the options among ``classes`` that a resumed run may change."""
-    return [c.flag(n) for c in classes for n, d in c.declared().items() if d.resumable]
+    return [c.flag(n) for c in classes for n in c.declared() if resumable(n, classes)]
 
 
 def check_resumable(given: dict, saved: dict, classes: tuple[type[Options], ...]) -> None:
@@ -230,7 +238,7 @@ def check_resumable(given: dict, saved: dict, classes: tuple[type[Options], ...]
     its default there."""
     for name, value in given.items():
         cls = owner(name, classes)
-        if cls is None or cls.declared()[name].resumable:
+        if cls is None or resumable(name, classes):
             continue
         was = saved.get(cls.section, {}).get(name, cls.default(name))
         if was != value:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from ..devices import DEVICE_HELP, DEVICES, PRECISIONS
 from ..errors import CharLMError
@@ -67,10 +67,15 @@ class TrainConfig(Options):
         if self.min_lr_ratio > 1:
             raise CharLMError("--min-lr-ratio must be at most 1")
 
+    @classmethod
+    def over(cls, values: dict, given: dict) -> dict:
+        """``values`` (a preset's, a saved run's) with the options ``given`` on top (None: not
+        given); a stopping rule given replaces the one in ``values`` as a whole."""
+        given = {k: v for k, v in given.items() if v is not None}
+        if any(k in given for k in cls.STOP_OPTIONS):
+            values = {k: v for k, v in values.items() if k not in cls.STOP_OPTIONS}
+        return {**values, **given}
+
     def resumed_with(self, **given) -> TrainConfig:
-        """The run's config with the options given on resume: a stopping rule given replaces
-        the saved one as a whole."""
-        config = self
-        if any(given.get(k) is not None for k in self.STOP_OPTIONS):
-            config = replace(config, **{k: None for k in self.STOP_OPTIONS})
-        return config.with_options(**given)
+        """The run's config with the options given on resume (see ``over``)."""
+        return TrainConfig(**self.over(self.to_dict(), given))
