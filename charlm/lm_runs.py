@@ -1,15 +1,22 @@
 """Setting up a language-model run: from what a user gives to a ready ``Trainer``.
 
-    new run:     options (None: not given) -> preset -> configs -> prepared corpus -> run dir
-                 -> LanguageModelTask + a fresh RecurrentLM -> Trainer
+    new run:     options (None: not given) -> preset, or for a time budget the budget's
+                 model -> configs checked -> prepared corpus -> run dir -> [for a budget: a
+                 few seconds of that model's steps -> settings for the passes the budget
+                 allows] -> LanguageModelTask + a fresh RecurrentLM -> Trainer
     resume:      run dir -> its checkpoint -> the options given checked against the run's ->
                  the corpus (the run's, or the files given again) -> Trainer.resume
 """
 
 from __future__ import annotations
 
+import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 
+from . import budget
+from .budget import AUTO
 from .checkpoint import load_checkpoint
 from .errors import CharLMError
 from .models import LMConfig, RecurrentLM
@@ -29,19 +36,58 @@ TRAIN_OPTIONS = (LMConfig, LMTaskConfig, TrainConfig)
 def new_run(corpus: list[Path], out: Path | None, preset_name: str | None,
             prepare_given: dict, options: dict, report: Report | None = None,
             progress: Progress | None = None, warn=None) -> Trainer:
-    """A new run on ``corpus`` (text files, or one prepared corpus directory)."""
+    """A new run on ``corpus`` (text files, or one prepared corpus directory). Its clock
+    starts here: preparing the corpus and choosing settings for a budget count in
+    ``--max-time``."""
+    t0 = time.perf_counter()
     options = {k: v for k, v in options.items() if v is not None}
-    check_given(options, TRAIN_OPTIONS)  # before any corpus is prepared
+    check_given(options, TRAIN_OPTIONS)
     name = choose_preset(preset_name, options)
-    groups = split_by_owner(TrainConfig.over(preset(name), options), TRAIN_OPTIONS)
-    train_config = TrainConfig(**groups[TrainConfig])
-    task_config = LMTaskConfig(**groups[LMTaskConfig])
+    values = {**budget.SMALL, **budget.COMMON} if name == AUTO else preset(name)
+    _configs(TrainConfig.over(values, options))  # every check, before any corpus is prepared
     prepared = open_or_prepare(corpus, prepare_given, progress, warn)
-    model_config = LMConfig.for_vocab(prepared.vocab, **groups[LMConfig])
     run_dir = _new_run_dir(corpus, out)
+    choice = None
+    if name == AUTO:
+        values, choice = _choose_for_budget(prepared, options, lambda: time.perf_counter() - t0)
+    train_config, task_config, model_config = _configs(TrainConfig.over(values, options),
+                                                       prepared.vocab)
     task = LanguageModelTask(prepared, task_config)
     model = fresh_model(RecurrentLM, model_config, train_config)
-    return Trainer(run_dir, model, task, train_config, report, preset=name)
+    trainer = Trainer(run_dir, model, task, train_config, report, preset=name, choice=choice)
+    trainer.pos.elapsed = time.perf_counter() - t0
+    return trainer
+
+
+def _configs(values: dict, vocab=None) -> tuple[TrainConfig, LMTaskConfig, LMConfig | None]:
+    """The run's configs from option values by field name (the model's once the vocab is
+    known)."""
+    groups = split_by_owner(values, TRAIN_OPTIONS)
+    model = LMConfig.for_vocab(vocab, **groups[LMConfig]) if vocab is not None else None
+    return TrainConfig(**groups[TrainConfig]), LMTaskConfig(**groups[LMTaskConfig]), model
+
+
+def _choose_for_budget(prepared: PreparedCorpus, options: dict,
+                       spent: Callable[[], float]) -> tuple[dict, dict]:
+    """Settings for the budget and this corpus (``charlm.budget``): a model's speed is measured
+    by a few seconds of its real training steps on the corpus, with the options given.
+    Returns the settings and the record of the choice."""
+    def speed(settings: dict) -> float:
+        train_config, task_config, model_config = _configs(TrainConfig.over(settings, options),
+                                                           prepared.vocab)
+        task = LanguageModelTask(prepared, task_config)
+        model = fresh_model(RecurrentLM, model_config, train_config)
+        with tempfile.TemporaryDirectory() as tmp:  # nothing is written there
+            trainer = Trainer(RunDirectory(Path(tmp), writes=False), model, task, train_config)
+            return budget.measure(trainer.train_step)
+
+    symbols = prepared.split("train").symbols
+    chosen, record = budget.choose(options["max_time"], symbols, speed, spent)
+    given = sorted(k for k in options if k in chosen)
+    if given:  # options given win over the choice: the record says what the run uses
+        record["settings"] = {**chosen, **{k: options[k] for k in given}}
+        record["given"] = given
+    return chosen, record
 
 
 def _new_run_dir(corpus: list[Path], out: Path | None) -> Path:

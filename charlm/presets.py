@@ -1,14 +1,14 @@
-"""Named presets of a language-model run, and the one chosen for a time budget.
+"""Named presets of a language-model run, and where a new run's settings come from.
 
 A preset gives values to options (by their field names); options given by the user override
 them, and the declared defaults fill the rest. ``charlm train`` with no option uses
-``default``; with ``--max-time`` and no size option, the preset made for that budget.
+``default``; with ``--max-time`` and no size option, no preset but settings chosen for the
+budget and the text (``charlm.budget``).
 """
 
 from __future__ import annotations
 
-import math
-
+from .budget import AUTO
 from .errors import CharLMError
 
 PRESETS: dict[str, dict] = {
@@ -40,9 +40,6 @@ PRESETS: dict[str, dict] = {
 PRESET_NOTES = {"tiny": "seconds, for trying things", "fast": "1x640 LSTM, ~1-3 min on 2 cores",
                 "default": "2x256 LSTM, ~3-7 min", "large": "2x512 LSTM, ~10 min with bf16"}
 DEFAULT_PRESET = "default"
-# With --max-time and no preset or size option, the preset is chosen by the budget: the first
-# whose "up to" (seconds of training) covers it.
-BUDGET_PRESETS = (("fast", 240.0), ("default", 480.0), ("large", math.inf))
 SIZE_OPTIONS = ("cell", "num_layers", "hidden_dim", "embed_dim")  # a regulariser is no size
 
 
@@ -52,22 +49,14 @@ def preset(name: str) -> dict:
     return PRESETS[name]
 
 
-def preset_for_budget(seconds: float) -> str:
-    return next(name for name, up_to in BUDGET_PRESETS if seconds <= up_to)
-
-
 def choose_preset(name: str | None, given: dict) -> str:
-    """The preset a new run uses: ``name``, else the budget's for a time budget given with no
-    size option, else the default."""
+    """What a new run's settings come from: the preset ``name``; else, for a time budget given
+    with no size option, ``AUTO`` (settings chosen for the budget and the corpus,
+    ``charlm.budget``); else the default preset."""
     if name is not None:
         preset(name)
         return name
     sized = any(given.get(k) is not None for k in SIZE_OPTIONS)
     if given.get("max_time") is not None and not sized:
-        return preset_for_budget(given["max_time"])
+        return AUTO
     return DEFAULT_PRESET
-
-
-def describe_budget_rule() -> str:
-    parts = [f"{name} up to {up_to:g} s" for name, up_to in BUDGET_PRESETS if up_to != math.inf]
-    return ", ".join(parts) + f", {BUDGET_PRESETS[-1][0]} beyond"

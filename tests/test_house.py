@@ -109,7 +109,7 @@ class ToyClassificationTask(Task):
         return nn.functional.cross_entropy(logits, labels, reduction="sum"), len(labels)
 
     @torch.no_grad()
-    def validate(self, model):
+    def validate(self, model, final=False):
         was = model.training
         model.eval()
         ids, lengths, labels = self._batch(self.val)

@@ -220,29 +220,6 @@ def test_eval_splits_text_by_the_runs_document_separator(tmp_path, tiny_options)
         lm.evaluate("")
 
 
-def test_max_time_alone_picks_the_preset_made_for_that_budget(tmp_path, small_corpus):
-    from charlm.presets import PRESETS, preset_for_budget
-
-    assert [preset_for_budget(s) for s in (60, 240, 241, 480, 481, 5000)] == \
-        ["fast", "fast", "default", "default", "large", "large"]
-    t = build_trainer(small_corpus, out=tmp_path / "a", max_time=100, device="cpu")
-    fast = PRESETS["fast"]
-    assert t.preset == "fast" and t.model.config.hidden_dim == fast["hidden_dim"]
-    assert t.config.max_time == 100 and t.config.max_steps is None  # the budget is the rule
-    assert t.run_config()["preset"] == "fast"
-    # A size given by the user, or a preset named, wins over the budget.
-    t = build_trainer(small_corpus, out=tmp_path / "b", max_time=100, hidden_dim=48,
-                      device="cpu")
-    assert t.preset == "default" and t.model.config.hidden_dim == 48
-    t = build_trainer(small_corpus, out=tmp_path / "c", max_time=100, preset="tiny",
-                      device="cpu")
-    assert t.preset == "tiny"
-    # A regulariser is not a size: the budget still picks the preset, the option applies.
-    t = build_trainer(small_corpus, out=tmp_path / "d", max_time=100, dropout=0.3,
-                      device="cpu")
-    assert t.preset == "fast" and t.model.config.dropout == 0.3
-
-
 @pytest.mark.parametrize("native", [True, False])
 def test_auto_precision_records_its_choice(tmp_path, small_corpus, monkeypatch, native, tiny_options):
     import charlm.devices as devices

@@ -16,7 +16,8 @@ from rich.table import Table
 from ..evaluate import EvalConfig
 from ..lm_runs import TRAIN_OPTIONS
 from ..options import resumable_flags
-from ..presets import PRESET_NOTES, PRESETS, describe_budget_rule
+from ..budget import describe_rule
+from ..presets import PRESET_NOTES, PRESETS
 from ..sample import SampleConfig
 from ..text.corpus import PrepareConfig
 from .app import app
@@ -62,6 +63,14 @@ def _fmt_rate(x: float) -> str:
     return f"{x / 1000:.1f}k" if x >= 1000 else f"{x:.0f}"
 
 
+def _describe_choice(choice: dict) -> str:
+    c = choice["settings"]
+    return (f"chosen for {choice['budget']:g} s on this text ({c['num_layers']}x"
+            f"{c['hidden_dim']} {c['cell'].upper()}, dropout {c['dropout']:g}, weight drop "
+            f"{c['weight_drop']:g}: measured at {_fmt_rate(choice['symbols_per_s'][choice['model']])}"
+            f" symbols/s, it will read the text about {choice['passes']:g} times)")
+
+
 class _TrainView:
     """Renders trainer events: a progress bar on stderr, validation lines, save notices."""
 
@@ -83,6 +92,8 @@ class _TrainView:
             if data.get("max_time"):
                 budget += (" or " if budget else "") + f"{data['max_time']:g} s"
             preset = f"preset {data['preset']}, " if data.get("preset") else ""
+            if data.get("choice"):
+                preset = _describe_choice(data["choice"]) + ", "
             err.print(f"training on {data['device']}: {preset}{data['parameters']:,} parameters, "
                       f"{data['lanes']} lanes, {data['chunks_per_epoch']:,} chunks per epoch"
                       + (f", {budget}" if budget else ""))
@@ -129,9 +140,9 @@ def train(
     preset: Annotated[Optional[str], typer.Option(
         help=f"Model size and training budget: "
              f"{'; '.join(f'{n}: {PRESET_NOTES[n]}' for n in PRESETS)}. Options given below "
-             f"override the preset's values. Default: default, or with --max-time and no size "
-             f"option (--cell, --layers, --hidden, --embed) the preset made for that budget "
-             f"({describe_budget_rule()}).")] = None,
+             f"override the preset's values. Default: default; with --max-time and no size "
+             f"option (--cell, --layers, --hidden, --embed), settings chosen for the budget and "
+             f"the text from a few seconds of measured speed ({describe_rule()}).")] = None,
     out_dir: Annotated[Optional[Path], typer.Option(
         "--out", help="Run directory. Default: ./checkpoints/<corpus name> (a numbered name "
                       "if taken).")] = None,

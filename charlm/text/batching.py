@@ -94,6 +94,14 @@ class LaneLayout:
         sub.lengths = sub.ends - sub.reads
         return sub
 
+    def limited(self, per_lane: int) -> LaneLayout:
+        """The layout with each lane's scored range cut to its first ``per_lane`` inputs (a
+        sample spread evenly over the stream; the burn-in before each range is kept)."""
+        sub = self.select(np.arange(self.num_lanes))
+        sub.ends = np.minimum(self.ends, self.starts + per_lane)
+        sub.lengths = sub.ends - sub.reads
+        return sub
+
     def batch(self, chunk: int) -> Batch:
         t = self.bptt_len
         pos = self.reads[:, None] + chunk * t + np.arange(t)[None, :]  # (B, T) input positions
@@ -104,9 +112,14 @@ class LaneLayout:
         reset = valid & ((inputs == self.eod_id) | (pos == self.reads[:, None]))
         return Batch(inputs.astype(np.int64), targets.astype(np.int64), reset)
 
+    def scored(self, chunk: int) -> np.ndarray:
+        """(B, T) bool: which targets of ``chunk`` this layout scores."""
+        t = self.bptt_len
+        pos = self.reads[:, None] + chunk * t + np.arange(t)[None, :]
+        return (pos < self.ends[:, None]) & (pos >= self.starts[:, None])
+
     def target_positions(self, chunk: int) -> np.ndarray:
         """Stream positions of the targets scored in ``chunk`` (for tests and audits)."""
         t = self.bptt_len
         pos = self.reads[:, None] + chunk * t + np.arange(t)[None, :]
-        scored = (pos < self.ends[:, None]) & (pos >= self.starts[:, None])
-        return pos[scored] + 1
+        return pos[self.scored(chunk)] + 1

@@ -44,9 +44,11 @@ class TrainConfig(Options):
     epochs: float | None = option(None, "Stop after this many passes over the training text.",
                                   check=at_most(MAX_EPOCHS, positive_number), resumable=True,
                                   default_help="unset")
-    max_time: float | None = option(None, "Stop after this many seconds of training; the LR "
-                                          "schedule spans the budget.", check=positive_number,
-                                    resumable=True, default_help="unset")
+    max_time: float | None = option(
+        None, "Stop after this many seconds of wall clock: preparing the corpus, steps, "
+              "validation and saves all count, and the run ends in time for its final "
+              "validation and save; the LR schedule spans the budget.", check=positive_number,
+        resumable=True, default_help="unset")
     eval_every: int = option(250, "Validate every this many steps.", check=positive_int,
                              resumable=True)
     save_every: int = option(500, "Write the last checkpoint at least every this many steps.",

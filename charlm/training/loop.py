@@ -62,7 +62,8 @@ class Position:
     step: int = 0            # optimizer steps attempted (skipped non-finite steps included)
     epoch: int = 0
     batch: int = 0           # next batch of the epoch
-    elapsed: float = 0.0     # seconds of training so far, across resumes
+    elapsed: float = 0.0     # wall-clock seconds of the run so far (steps, validation and
+                             # saves; before charlm 0.3 steps only), across resumes
     targets: int = 0         # targets trained on (this process)
     best: dict | None = None  # the best validation record so far
     bad_steps: int = 0       # consecutive non-finite steps
@@ -77,13 +78,40 @@ class Position:
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
+@dataclass
+class RunCosts:
+    """What steps, validations and saves have cost in this process, for fitting the end of a
+    run into --max-time (not saved: a resumed run measures again)."""
+
+    steps: int = 0
+    targets: int = 0
+    step_seconds: float = 0.0
+    validation_rate: float | None = None  # targets scored per second, the last validation's
+    save_seconds: float = 0.5             # the slowest save so far (a guess before the first)
+
+    def trained(self, targets: int, seconds: float) -> None:
+        self.steps += 1
+        self.targets += targets
+        self.step_seconds += seconds
+
+    def training_rate(self) -> float:
+        return self.targets / self.step_seconds if self.step_seconds else 0.0
+
+    def step_seconds_each(self) -> float:
+        return self.step_seconds / self.steps if self.steps else 0.0
+
+    def validated(self, targets: int, seconds: float) -> None:
+        if targets and seconds > 0:
+            self.validation_rate = targets / seconds
+
+
 class Trainer:
     """Trains ``model`` (on its device already) on ``task`` into the run directory
     ``run_dir``."""
 
     def __init__(self, run_dir: Path | RunDirectory, model: nn.Module, task: Task,
                  config: TrainConfig, report: Report | None = None, world: World | None = None,
-                 preset: str | None = None):
+                 preset: str | None = None, choice: dict | None = None):
         self.world = world or World.current()
         if self.world.size > 1:
             raise CharLMError("training in several processes is not supported yet: the "
@@ -96,9 +124,12 @@ class Trainer:
         self.config = replace(config, precision=resolve_precision(config.precision, self.device))
         self.report = report or (lambda event, data: None)
         self.preset = preset  # the preset the run was built from, if any
+        self.choice = choice  # how settings were chosen for a time budget (charlm.budget)
         self.stop_requested = False
         self.optimizer = make_optimizer(model, self.config)
         self.pos = Position()
+        self.clock = time.perf_counter  # what --max-time is measured by (tests replace it)
+        self.costs = RunCosts()
         task.start(model, self.world)
 
     # ----- bookkeeping -------------------------------------------------------------------------
@@ -126,12 +157,34 @@ class Trainer:
         return min(limits) if limits else None
 
     def progress(self) -> float:
+        """How far the run is, 0..1: by steps, or by the clock with --max-time, where training
+        ends early enough for the final validation and save to fit in the budget."""
         p = 0.0
         if self.total_steps:
             p = max(p, self.pos.step / self.total_steps)
         if self.config.max_time:
-            p = max(p, self.pos.elapsed / self.config.max_time)
+            training_time = self.config.max_time - self.reserve() - self.costs.step_seconds_each()
+            p = max(p, self.pos.elapsed / max(training_time, 1e-9))
         return p
+
+    def reserve(self) -> float:
+        """Seconds the end of the run needs after the last step: the final validation and the
+        last saves, as measured so far in this run (estimated before they are), at most half the
+        budget."""
+        seconds = self.validation_seconds(final=True) + 2 * self.costs.save_seconds
+        return min(seconds, 0.5 * (self.config.max_time or math.inf))
+
+    def validation_seconds(self, final: bool) -> float:
+        size = self.task.validation_size(final)
+        rate = self.costs.validation_rate or 2.0 * self.costs.training_rate()
+        return size / rate if size and rate else 0.0
+
+    def fits(self, seconds: float) -> bool:
+        """Whether work of ``seconds`` now still leaves the end of the run inside --max-time
+        (always, without one)."""
+        if not self.config.max_time:
+            return True
+        return self.pos.elapsed + seconds + self.reserve() <= self.config.max_time
 
     def finished(self) -> bool:
         if self.total_steps is None and not self.config.max_time:
@@ -139,13 +192,14 @@ class Trainer:
         return self.progress() >= 1.0
 
     def best_figure(self) -> float | None:
-        return self.pos.best[self.task.validation_key] if self.pos.best else None
+        return self.task.selection_figure(self.pos.best) if self.pos.best else None
 
     def run_config(self) -> dict:
         return {
             "charlm_version": __version__,
             "kind": self.model.kind,
             "preset": self.preset,
+            **({"auto": self.choice} if self.choice else {}),
             "model": self.model.config.to_dict(),
             "train": {**self.config.to_dict(), **self.task.config.to_dict()},
             **self.task.data_config(),
@@ -172,10 +226,12 @@ class Trainer:
             raise CharLMError(f"training stopped at step {self.pos.step}: the weights are no "
                               f"longer finite numbers; the last good checkpoint is kept; try a "
                               f"lower --lr")
+        t0 = self.clock()
         info = {"step": self.pos.step, "epoch": self.pos.epoch, "best_val": self.best_figure(),
                 "elapsed": self.pos.elapsed, "time": time.time()}
         path = self.files.save(which, self.pos.step, self.model, self.vocab, self.run_config(),
                                info, self.trainer_state() if which == LAST else None)
+        self.costs.save_seconds = max(self.costs.save_seconds, self.clock() - t0)
         self.report("save", {"path": str(path), "which": which, "step": self.pos.step})
         return path
 
@@ -225,7 +281,7 @@ class Trainer:
                               f"give --device cpu or auto to continue it here") from None
         task = make_task(ckpt)
         trainer = cls(files, ckpt.model.to(device), task, config, report, world,
-                      preset=ckpt.run_config.get("preset"))
+                      preset=ckpt.run_config.get("preset"), choice=ckpt.run_config.get("auto"))
         try:
             trainer.load_trainer_state(ckpt.trainer_state)
         except CharLMError:
@@ -238,11 +294,13 @@ class Trainer:
         return trainer
 
     # ----- the loop ----------------------------------------------------------------------------
-    def validate(self) -> dict | None:
-        record = self.task.validate(self.model)
+    def validate(self, final: bool = False) -> dict | None:
+        t0 = self.clock()
+        record = self.task.validate(self.model, final=final)
         if record is None:
             return None
-        figure, before = record[self.task.validation_key], self.best_figure()
+        self.costs.validated(self.task.validation_size(final), self.clock() - t0)
+        figure, before = self.task.selection_figure(record), self.best_figure()
         best = math.isfinite(figure) and (before is None or (
             figure > before if self.task.higher_is_better else figure < before))
         if best:
@@ -327,6 +385,7 @@ class Trainer:
         self.write_run_files()
         self.model.train()
         self.report("start", {"step": self.pos.step, "preset": self.preset,
+                              "choice": self.choice,
                               "total_steps": self.total_steps,
                               "max_time": self.config.max_time, "device": str(self.device),
                               "parameters": sum(p.numel() for p in self.model.parameters()),
@@ -336,14 +395,22 @@ class Trainer:
         status = "done"
         last_saved = self.pos.step
         evaluated_at = None
+        clock = self.clock()
+
+        def tick() -> None:  # the wall clock since the last tick, into the run's elapsed time
+            nonlocal clock
+            now = self.clock()
+            self.pos.elapsed += now - clock
+            clock = now
         while not self.finished():
             if self.world.any(self.stop_requested, device=self.device):
                 status = "interrupted"
                 break
-            t0 = time.perf_counter()
+            t0 = self.clock()
             out = self.train_step()
-            dt = time.perf_counter() - t0
-            self.pos.elapsed += dt
+            dt = max(self.clock() - t0, 1e-9)
+            self.costs.trained(out["targets"], dt)
+            tick()
             record = {"step": out["step"], "loss": out["loss"], "lr": out["lr"],
                       "grad_norm": out["grad_norm"], rate_key: out["targets"] / dt,
                       "time": round(self.pos.elapsed, 3)}
@@ -360,18 +427,27 @@ class Trainer:
             self.log(record)
             self.report("step", {**record, "progress": self.progress(),
                                  "epoch": self.pos.epoch, "total_steps": self.total_steps})
-            if self.pos.step % c.eval_every == 0:
+            # A validation or save due when the budget has no room for it is left to the end.
+            if self.pos.step % c.eval_every == 0 and not self.finished() \
+                    and self.fits(self.validation_seconds(final=False)
+                                  + 2 * self.costs.save_seconds):
                 self.validate()
                 evaluated_at = self.pos.step
-            if self.pos.step % c.save_every == 0:
+                tick()
+            if self.pos.step % c.save_every == 0 and self.fits(self.costs.save_seconds):
                 self.save(LAST)
                 last_saved = self.pos.step
-        if status == "done" and evaluated_at != self.pos.step:
-            self.validate()
+                tick()
+        if status == "done":  # the final figure scores all of the validation data
+            if evaluated_at != self.pos.step or self.task.validation_size(final=True) \
+                    != self.task.validation_size(final=False):
+                self.validate(final=True)
+                tick()
         if last_saved != self.pos.step or not (self.files / LAST).exists():
             self.save(LAST)
         if not (self.files / BEST).exists():
             self.save(BEST)  # no validation split: the final weights are the best we know
+        tick()
         summary = {"status": status, "step": self.pos.step, "epoch": self.pos.epoch,
                    "elapsed": self.pos.elapsed, "best": self.pos.best,
                    "run_dir": str(self.run_dir)}

@@ -57,10 +57,21 @@ class Task:
     def end_step(self, kept: bool) -> None:
         """After the optimizer step (``kept``) or a skipped non-finite step (not ``kept``)."""
 
-    def validate(self, model: nn.Module) -> dict | None:
+    def validation_size(self, final: bool) -> int:
+        """How many targets a validation scores (``final``: the last one of a run), 0 without
+        validation data: the loop budgets its time by it."""
+        return 0
+
+    def validate(self, model: nn.Module, final: bool = False) -> dict | None:
         """The validation record (``validation_key`` among its figures), or None without
-        validation data."""
+        validation data. A task may score a sample during training and all of its validation
+        data when ``final``."""
         return None
+
+    def selection_figure(self, record: dict) -> float:
+        """The figure of a validation record that picks the best checkpoint (comparable across
+        records: a final record may carry its sample's figure for that)."""
+        return record[self.validation_key]
 
     def state_dict(self) -> dict:
         return {}

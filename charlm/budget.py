@@ -1,0 +1,114 @@
+"""Settings chosen for a time budget and the text: what ``charlm train --max-time S`` uses when
+no preset and no size option is given.
+
+    a few seconds of the small model's real training steps on this corpus ──> symbols/s
+        │
+    passes = (S - seconds spent) x symbols/s / training symbols
+        │
+        ├─ at most SMALL_UP_TO_PASSES: the small model (1x640), unregularised: the budget
+        │  reads the text only a few times, and more steps on more text beat capacity
+        └─ more: a few seconds of the large model (2x512) ──> its passes ──> dropout and
+           weight drop by them (none at a few passes, more as it would overfit)
+    and a validation cadence of about VALIDATIONS_PER_RUN per run.
+
+The rule (``choose``) takes the measurement as a function, so its properties are tested apart
+from any timing: at one budget a bigger corpus never gets a bigger model or more
+regularisation, and for one model a longer budget never gets less. The tables come from the
+sweeps in bench/RESULTS.md (sections 1 and 10); the measurement is made by ``charlm.lm_runs``.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+AUTO = "auto"  # the name a run chosen this way records as its preset
+
+# The two models, each a measured winner (bench/RESULTS.md sections 1 and 10): a 1x640 LSTM
+# wherever the budget reads the text only a few times (more steps on more text beat capacity
+# then), a regularised 2x512 LSTM where the 1x640 would read it often enough to overfit.
+SMALL = {"cell": "lstm", "num_layers": 1, "hidden_dim": 640, "embed_dim": 64, "batch_size": 16,
+         "bptt_len": 64, "lr": 5e-3}
+LARGE = {"cell": "lstm", "num_layers": 2, "hidden_dim": 512, "embed_dim": 64, "batch_size": 16,
+         "bptt_len": 64, "lr": 3e-3}
+COMMON = {"weight_decay": 0.1, "precision": "auto"}  # gained in every preset (RESULTS section 1)
+SMALL_UP_TO_PASSES = 8.0  # the small model while the budget lets it read the text this often
+
+# The large model's regularisation by the passes over the training text it will make:
+# (passes, dropout, weight drop) points, linear between them, flat beyond the last.
+REGULARISATION: tuple[tuple[float, float, float], ...] = (
+    (3.0, 0.0, 0.0),
+    (7.0, 0.2, 0.25),
+)
+VALIDATIONS_PER_RUN = 8  # about this many validations over the run (at least every MIN_EVAL)
+MIN_EVAL_EVERY = 100
+
+
+def regularisation(passes: float) -> dict:
+    """Dropout and weight drop for the large model reading its training text ``passes``
+    times."""
+    points = REGULARISATION
+    if passes <= points[0][0]:
+        dropout, weight_drop = points[0][1:]
+    elif passes >= points[-1][0]:
+        dropout, weight_drop = points[-1][1:]
+    else:
+        (p0, d0, w0), (p1, d1, w1) = next((a, b) for a, b in zip(points, points[1:])
+                                          if a[0] <= passes <= b[0])
+        t = (passes - p0) / (p1 - p0)
+        dropout, weight_drop = d0 + t * (d1 - d0), w0 + t * (w1 - w0)
+    return {"dropout": round(dropout, 3), "weight_drop": round(weight_drop, 3)}
+
+
+def choose(budget: float, train_symbols: int, speed: Callable[[dict], float],
+           spent: Callable[[], float] = lambda: 0.0) -> tuple[dict, dict]:
+    """The settings (option values by field name) for a run of ``budget`` seconds on
+    ``train_symbols`` of training text; ``speed(settings)`` gives the symbols per second a
+    model trains at (measured; the large model's only when needed) and ``spent()`` the
+    seconds of the budget gone so far. Returns them and a record of the choice for the run's
+    config."""
+    measured = {}
+
+    def passes(model: dict, name: str) -> float:
+        measured[name] = speed({**model, **COMMON})
+        return max(budget - spent(), 0.0) * measured[name] / max(train_symbols, 1)
+
+    if (p := passes(SMALL, "small")) <= SMALL_UP_TO_PASSES:
+        model, reg, name = SMALL, {"dropout": 0.0, "weight_drop": 0.0}, "small"
+    else:
+        p = passes(LARGE, "large")
+        model, reg, name = LARGE, regularisation(p), "large"
+    steps = p * train_symbols / (model["batch_size"] * model["bptt_len"])
+    every = max(MIN_EVAL_EVERY, int(round(steps / VALIDATIONS_PER_RUN / 50.0)) * 50)
+    chosen = {**model, **COMMON, **reg, "eval_every": every}
+    record = {"budget": budget, "spent": round(spent(), 2), "train_symbols": train_symbols,
+              "symbols_per_s": {k: round(v, 1) for k, v in measured.items()},
+              "model": name, "passes": round(p, 2), "steps": int(steps), "settings": chosen}
+    return chosen, record
+
+
+def describe_rule() -> str:
+    """The rule in one line, for --help."""
+    return (f"a 1x{SMALL['hidden_dim']} LSTM while the budget reads the text at most "
+            f"{SMALL_UP_TO_PASSES:g} times, else a 2x{LARGE['hidden_dim']} LSTM with dropout "
+            f"and weight drop rising from 0 at {REGULARISATION[0][0]:g} of its passes to "
+            f"{REGULARISATION[-1][1]:g} and {REGULARISATION[-1][2]:g} at "
+            f"{REGULARISATION[-1][0]:g}")
+
+
+# ----- the measurement ------------------------------------------------------------------------
+MEASURE_SECONDS = 2.0  # timed steps of the budget's model, after WARMUP_STEPS untimed ones
+WARMUP_STEPS = 2
+MIN_STEPS = 5
+
+
+def measure(train_step, seconds: float | None = None) -> float:
+    """Symbols per second of ``train_step()`` (which returns a record with "targets"), timed
+    over at least ``seconds`` and MIN_STEPS steps after WARMUP_STEPS untimed ones."""
+    seconds = MEASURE_SECONDS if seconds is None else seconds
+    for _ in range(WARMUP_STEPS):
+        train_step()
+    t0, steps, targets = time.perf_counter(), 0, 0
+    while steps < MIN_STEPS or time.perf_counter() - t0 < seconds:
+        targets += train_step()["targets"]
+        steps += 1
+    return targets / (time.perf_counter() - t0)

@@ -1,0 +1,244 @@
+"""Settings chosen for a time budget and the text (charlm.budget), --max-time as a bound on the
+whole run's wall clock, and validation on a fixed sample of a long split."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from charlm import budget
+from charlm.api import build_trainer
+from charlm.cli.app import app
+from charlm.evaluate import EvalConfig, evaluate
+from charlm.text.batching import LaneLayout
+from charlm.text.corpus import prepare_cached
+
+from .helpers import read_metrics
+
+BUDGETS = (10, 30, 90, 240, 600, 1800, 3600, 36000)
+CORPORA = (20_000, 100_000, 300_000, 1_000_000, 4_000_000, 12_000_000, 100_000_000)
+
+
+@pytest.fixture
+def quick_measure(monkeypatch):
+    monkeypatch.setattr(budget, "MEASURE_SECONDS", 0.0)
+    monkeypatch.setattr(budget, "MIN_STEPS", 2)
+    monkeypatch.setattr(budget, "WARMUP_STEPS", 1)
+
+
+# ----- the rule ---------------------------------------------------------------------------------
+def speeds(small: float, large: float):
+    """A measurement: the small model trains at ``small`` symbols/s, the large at ``large``."""
+    def speed(settings: dict) -> float:
+        return small if settings["hidden_dim"] == budget.SMALL["hidden_dim"] else large
+    return speed
+
+
+SPEEDS = [(40_000, 12_000), (17_000, 9_000), (200_000, 90_000), (3_000, 900)]
+
+
+def test_regularisation_never_falls_as_passes_grow():
+    grid = np.linspace(0, 50, 501)
+    dropout = [budget.regularisation(p)["dropout"] for p in grid]
+    weight_drop = [budget.regularisation(p)["weight_drop"] for p in grid]
+    assert all(a <= b for a, b in zip(dropout, dropout[1:]))
+    assert all(a <= b for a, b in zip(weight_drop, weight_drop[1:]))
+    # None while the text is read only a few times; the measured 7-pass winner at 7 and beyond.
+    first, last = budget.REGULARISATION[0], budget.REGULARISATION[-1]
+    assert budget.regularisation(first[0]) == {"dropout": first[1], "weight_drop": first[2]}
+    assert budget.regularisation(100.0) == {"dropout": last[1], "weight_drop": last[2]}
+    assert budget.regularisation(0.1) == {"dropout": 0.0, "weight_drop": 0.0}
+
+
+@pytest.mark.parametrize("seconds", BUDGETS)
+@pytest.mark.parametrize("small,large", SPEEDS)
+def test_a_bigger_corpus_never_gets_a_bigger_model_or_more_regularisation(seconds, small,
+                                                                          large):
+    chosen = [budget.choose(seconds, n, speeds(small, large))[0] for n in CORPORA]
+    for smaller, bigger in zip(chosen, chosen[1:]):
+        assert bigger["dropout"] <= smaller["dropout"]
+        assert bigger["weight_drop"] <= smaller["weight_drop"]
+        assert bigger["num_layers"] * bigger["hidden_dim"] <= \
+            smaller["num_layers"] * smaller["hidden_dim"]
+
+
+@pytest.mark.parametrize("symbols", CORPORA)
+@pytest.mark.parametrize("small,large", SPEEDS)
+def test_a_longer_budget_never_gets_a_smaller_model_or_less_regularisation(symbols, small,
+                                                                           large):
+    chosen = [budget.choose(s, symbols, speeds(small, large))[0] for s in BUDGETS]
+    for short, long in zip(chosen, chosen[1:]):
+        assert long["num_layers"] * long["hidden_dim"] >= \
+            short["num_layers"] * short["hidden_dim"]
+        if long["num_layers"] == short["num_layers"]:  # the same model
+            assert long["dropout"] >= short["dropout"]
+            assert long["weight_drop"] >= short["weight_drop"]
+
+
+def test_the_small_model_while_the_text_is_read_a_few_times_else_the_large_regularised():
+    # 600 s at 20k symbols/s reads 12M symbols: a 12M-symbol corpus once, a 1M one 12 times.
+    chosen, record = budget.choose(600, 12_000_000, speeds(20_000, 10_000))
+    assert record["model"] == "small" and record["passes"] == pytest.approx(1.0)
+    assert chosen["hidden_dim"] == budget.SMALL["hidden_dim"] and chosen["dropout"] == 0
+    assert list(record["symbols_per_s"]) == ["small"]  # the large model is not measured
+    chosen, record = budget.choose(600, 1_000_000, speeds(20_000, 10_000))
+    assert record["model"] == "large" and record["passes"] == pytest.approx(6.0)
+    assert chosen["num_layers"] == budget.LARGE["num_layers"]
+    assert chosen == {**chosen, **budget.regularisation(6.0)} and chosen["dropout"] > 0
+
+
+def test_the_choice_counts_passes_and_validations_from_the_budget_left():
+    chosen, record = budget.choose(600, 1_000_000, speeds(10_000, 5_000), lambda: 100.0)
+    assert record["passes"] == pytest.approx(500 * 10_000 / 1_000_000, abs=0.01)
+    steps = 500 * 10_000 / (chosen["batch_size"] * chosen["bptt_len"])
+    assert record["steps"] == int(steps) and record["spent"] == 100.0
+    assert chosen["eval_every"] % 50 == 0
+    assert abs(chosen["eval_every"] - steps / budget.VALIDATIONS_PER_RUN) <= 25
+    assert budget.choose(5, 1_000_000, speeds(1_000, 500))[0]["eval_every"] == \
+        budget.MIN_EVAL_EVERY
+    assert record["settings"] == chosen
+
+
+# ----- a run set up for a budget ----------------------------------------------------------------
+def test_max_time_alone_chooses_settings_for_the_budget_and_the_text(tmp_path, small_corpus,
+                                                                     quick_measure):
+    t = build_trainer(small_corpus, out=tmp_path / "a", max_time=100, device="cpu")
+    choice = t.run_config()["auto"]
+    assert t.preset == budget.AUTO and t.run_config()["preset"] == budget.AUTO
+    settings = choice["settings"]
+    for name in ("num_layers", "hidden_dim", "dropout", "weight_drop"):
+        assert getattr(t.model.config, name) == settings[name]
+    assert t.config.eval_every == settings["eval_every"] and t.config.max_time == 100
+    assert t.config.max_steps is None  # the budget is the stopping rule
+    assert choice["train_symbols"] == t.task.train_split.symbols
+    # A small text read many times in the budget: the large model, the most regularisation.
+    assert choice["model"] == "large" and set(choice["symbols_per_s"]) == {"small", "large"}
+    assert choice["passes"] > budget.REGULARISATION[-1][0]
+    assert settings["dropout"] == budget.REGULARISATION[-1][1]
+    assert 0 < t.pos.elapsed < 100  # the measurement is part of the run's time
+
+    # An option given wins over the choice, and the record says so.
+    t = build_trainer(small_corpus, out=tmp_path / "b", max_time=100, dropout=0.05,
+                      device="cpu")
+    assert t.model.config.dropout == 0.05
+    assert t.choice["given"] == ["dropout"] and t.choice["settings"]["dropout"] == 0.05
+    # A size given, or a preset named, is not a budget's choice.
+    t = build_trainer(small_corpus, out=tmp_path / "c", max_time=100, hidden_dim=48,
+                      device="cpu")
+    assert t.preset == "default" and t.model.config.hidden_dim == 48 and t.choice is None
+    t = build_trainer(small_corpus, out=tmp_path / "d", max_time=100, preset="tiny",
+                      device="cpu")
+    assert t.preset == "tiny" and "auto" not in t.run_config()
+
+
+def test_a_budget_run_says_what_it_chose_and_resumes_with_it(tmp_path, small_corpus,
+                                                             quick_measure):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["train", str(small_corpus), "--out", str(out),
+                                      "--max-time", "5", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "chosen for 5 s on this text" in result.output
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["preset"] == "auto" and saved["model"]["hidden_dim"] == \
+        saved["auto"]["settings"]["hidden_dim"]
+    resumed = build_trainer(resume=out, max_time=10)
+    assert resumed.choice == saved["auto"] and resumed.run_config()["auto"] == saved["auto"]
+
+
+# ----- --max-time bounds the wall clock ---------------------------------------------------------
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def costing(self, seconds: float, fn):
+        def timed(*args, **kwargs):
+            self.now += seconds
+            return fn(*args, **kwargs)
+        return timed
+
+
+@pytest.mark.parametrize("budget_s", [40.0, 83.5])
+def test_max_time_bounds_the_whole_run_validation_and_saves_included(tmp_path, small_corpus,
+                                                                    tiny_options, budget_s):
+    """Steps cost 1 s, every validation 3 s, every save 0.5 s on a fake clock: the run ends
+    within the budget, its final validation and saves included, and the learning rate has
+    decayed to its floor by the last step."""
+    opts = tiny_options(max_steps=None, max_time=budget_s, eval_every=7, save_every=5,
+                        val_sample=0, warmup_steps=0)
+    trainer = build_trainer(small_corpus, out=tmp_path / "run", **opts)
+    clock = FakeClock()
+    trainer.clock = clock
+    trainer.pos.elapsed = 0.0  # setting the run up took no time on this clock
+    trainer.train_step = clock.costing(1.0, trainer.train_step)
+    trainer.task.validate = clock.costing(3.0, trainer.task.validate)
+    trainer.files.save = clock.costing(0.5, trainer.files.save)
+    summary = trainer.run()
+    assert summary["status"] == "done"
+    assert budget_s - 5.0 <= clock.now <= budget_s  # at most a step and a save short of it
+    assert summary["elapsed"] == pytest.approx(clock.now)
+    records = read_metrics(tmp_path / "run")
+    steps = [r for r in records if "loss" in r]
+    evals = [r for r in records if "val_loss" in r]
+    assert evals[-1]["step"] == steps[-1]["step"]  # the final validation ran
+    floor = trainer.config.lr * trainer.config.min_lr_ratio
+    assert steps[-1]["lr"] == pytest.approx(floor, rel=0.15)
+
+
+# ----- validation on a fixed sample -------------------------------------------------------------
+def test_a_limited_layout_scores_the_first_symbols_of_every_lane():
+    tokens = np.arange(1, 2001) % 50 + 1
+    full = LaneLayout(tokens, np.asarray([0]), 8, 16, eod_id=1, burn_in=20)
+    part = full.limited(30)
+    assert part.num_lanes == full.num_lanes
+    scored_full = np.concatenate([full.target_positions(c)
+                                  for c in range(full.chunks_per_epoch)])
+    scored_part = np.concatenate([part.target_positions(c)
+                                  for c in range(part.chunks_per_epoch)])
+    assert len(scored_part) == 8 * 30
+    assert set(scored_part) <= set(scored_full)
+    for start in full.starts:  # each lane's first 30 targets
+        assert set(range(start + 1, start + 31)) <= set(scored_part)
+
+
+def test_the_sample_figure_is_the_same_alone_and_inside_a_full_pass(tmp_path, small_corpus,
+                                                                    tiny_options):
+    trainer = build_trainer(small_corpus, out=tmp_path / "run", **tiny_options(max_steps=5))
+    trainer.run()
+    split = prepare_cached([small_corpus]).split("val")
+    config, n = EvalConfig(lanes=4), split.symbols // 3
+    alone = evaluate(trainer.model, trainer.vocab, split, config, sample=n, sample_only=True)
+    full = evaluate(trainer.model, trainer.vocab, split, config, sample=n)
+    plain = evaluate(trainer.model, trainer.vocab, split, config)
+    assert alone["symbols"] == full["sample"]["symbols"] and n <= alone["symbols"] < n + 4
+    assert alone["loss_nats"] == pytest.approx(full["sample"]["loss_nats"], rel=1e-6)
+    assert full["loss_nats"] == pytest.approx(plain["loss_nats"], rel=1e-9)
+    assert full["symbols"] == plain["symbols"] == split.symbols
+    assert "sample" not in evaluate(trainer.model, trainer.vocab, split, config,
+                                    sample=split.symbols)
+
+
+def test_validations_during_training_score_the_sample_and_the_last_scores_everything(
+        tmp_path, small_corpus, tiny_options):
+    run = tmp_path / "run"
+    trainer = build_trainer(small_corpus, out=run, **tiny_options(max_steps=20, eval_every=10,
+                                                                  val_sample=200))
+    summary = trainer.run()
+    evals = [r for r in read_metrics(run) if "val_loss" in r]
+    val_symbols = trainer.task.val_split.symbols
+    assert [r["step"] for r in evals] == [10, 20]
+    assert 200 <= evals[0]["val_symbols"] < 200 + trainer.task.config.eval_lanes
+    final = evals[-1]
+    assert final["val_symbols"] == val_symbols and summary["best"] == {
+        k: v for k, v in final.items() if k not in ("step", "best", "time")}
+    # The final pass's sample figure is what a sampled validation of these weights gives.
+    c = trainer.task.config
+    sampled = evaluate(trainer.model, trainer.vocab, trainer.task.val_split,
+                       EvalConfig(lanes=c.eval_lanes, burn_in=c.eval_burn_in), sample=200,
+                       sample_only=True)
+    assert final["val_sample_loss"] == pytest.approx(sampled["loss_nats"], rel=1e-6)
