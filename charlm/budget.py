@@ -96,15 +96,17 @@ def describe_rule() -> str:
 
 
 # ----- the measurement ------------------------------------------------------------------------
-MEASURE_SECONDS = 2.0  # timed steps of the budget's model, after WARMUP_STEPS untimed ones
+MEASURE_SECONDS = 1.0  # timed steps of a model, after WARMUP_STEPS untimed ones...
+MEASURE_SHARE = 0.01   # ...and at most this share of the budget
 WARMUP_STEPS = 2
 MIN_STEPS = 5
 
 
-def measure(train_step, seconds: float | None = None) -> float:
+def measure(train_step, budget: float) -> float:
     """Symbols per second of ``train_step()`` (which returns a record with "targets"), timed
-    over at least ``seconds`` and MIN_STEPS steps after WARMUP_STEPS untimed ones."""
-    seconds = MEASURE_SECONDS if seconds is None else seconds
+    over MEASURE_SECONDS (at most MEASURE_SHARE of the ``budget``) and at least MIN_STEPS
+    steps, after WARMUP_STEPS untimed ones."""
+    seconds = min(MEASURE_SECONDS, MEASURE_SHARE * budget)
     for _ in range(WARMUP_STEPS):
         train_step()
     t0, steps, targets = time.perf_counter(), 0, 0

@@ -66,17 +66,18 @@ def auto_lanes(symbols: int, bptt_len: int | None = None, vocab_size: int = 0) -
 @torch.no_grad()
 def evaluate(model: NextSymbolModel, vocab: Vocab, split: Split,
              config: EvalConfig | None = None, sample: int | None = None,
-             sample_only: bool = False) -> dict:
+             limit: int | None = None) -> dict:
     """The figures of ``model`` on ``split``. Precision "bf16" runs the forward on bfloat16
     casts of the weights (faster on CPUs with bf16 instructions); the loss is still summed in
     float32 and in float64 across chunks, but each logit carries bf16's ~3 significant digits,
     so figures move in the third or fourth decimal. "fp32" (the default) is exact.
 
-    With ``sample`` (symbols) and a longer split, the figures of a fixed sample spread over the
-    split are given too, under "sample": the first sample/lanes symbols of every lane's range,
-    each read after the lane's burn-in, so the same positions in the same context every time.
-    With ``sample_only`` nothing else is read (a quick figure, e.g. during training), and the
-    figures are the sample's."""
+    With ``limit`` (symbols) below the split's length only about that many are scored: the
+    first limit/lanes symbols of every lane's range, each read after the lane's burn-in, so a
+    fixed sample spread over the split, the same positions in the same context every time
+    (e.g. for validation during training); the figures are the sample's. With ``sample`` below
+    what is scored, the figures of the smaller such sample, whose positions lie inside, are
+    given too, under "sample"."""
     config = config or EvalConfig()
     check_vocab(model, vocab)
     if split.chars - split.unknown < 1:
@@ -86,11 +87,12 @@ def evaluate(model: NextSymbolModel, vocab: Vocab, split: Split,
     lanes = config.lanes or auto_lanes(split.symbols, config.bptt_len, vocab.size)
     layout = LaneLayout(split.tokens, split.doc_starts, lanes, config.bptt_len, vocab.eod_id,
                         burn_in=config.burn_in)
+    partial = limit is not None and limit < split.symbols
+    if partial:
+        layout = layout.limited(-(-limit // layout.num_lanes))
     sampled = None
-    if sample and sample < split.symbols:
+    if sample and sample < min(split.symbols, limit or split.symbols):
         sampled = layout.limited(-(-sample // layout.num_lanes))
-        if sample_only:
-            layout = sampled
     total, count, s_total, s_count = 0.0, 0, 0.0, 0
     with model.inference(COMPUTE_DTYPES[config.precision]):
         state = model.initial_state(layout.num_lanes)
@@ -105,18 +107,17 @@ def evaluate(model: NextSymbolModel, vocab: Vocab, split: Split,
             s, n = loss_sum(logits, y)
             total += float(s)
             count += n
-            if sampled is not None and layout is not sampled \
-                    and chunk < sampled.chunks_per_epoch:
+            if sampled is not None and chunk < sampled.chunks_per_epoch:
                 outside = torch.from_numpy(~sampled.scored(chunk)).to(device)
                 s, n = loss_sum(logits, y.masked_fill(outside, PAD_ID))
                 s_total += float(s)
                 s_count += n
     chars = split.chars - split.unknown  # unknown characters are not scored
-    if layout is sampled:  # the sample's characters, in the split's chars per symbol
-        return _figures(total, count, count * chars / max(split.symbols, 1), split.unknown)
+    if partial:  # part of the split: its characters at the split's chars per symbol
+        chars = count * chars / max(split.symbols, 1)
     figures = _figures(total, count, chars, split.unknown)
     if sampled is not None:
-        figures["sample"] = _figures(s_total, s_count, s_count * chars / split.symbols, 0)
+        figures["sample"] = _figures(s_total, s_count, s_count * chars / max(count, 1), 0)
     return figures
 
 

@@ -79,7 +79,7 @@ def _choose_for_budget(prepared: PreparedCorpus, options: dict,
         model = fresh_model(RecurrentLM, model_config, train_config)
         with tempfile.TemporaryDirectory() as tmp:  # nothing is written there
             trainer = Trainer(RunDirectory(Path(tmp), writes=False), model, task, train_config)
-            return budget.measure(trainer.train_step)
+            return budget.measure(trainer.train_step, options["max_time"])
 
     symbols = prepared.split("train").symbols
     chosen, record = budget.choose(options["max_time"], symbols, speed, spent)

@@ -109,7 +109,7 @@ class ToyClassificationTask(Task):
         return nn.functional.cross_entropy(logits, labels, reduction="sum"), len(labels)
 
     @torch.no_grad()
-    def validate(self, model, final=False):
+    def validate(self, model, final=False, limit=None):
         was = model.training
         model.eval()
         ids, lengths, labels = self._batch(self.val)

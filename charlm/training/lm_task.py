@@ -109,23 +109,27 @@ class LanguageModelTask(Task):
     def validation_size(self, final: bool) -> int:
         if self.val_split is None:
             return 0
-        sample = self.config.val_sample
-        return self.val_split.symbols if final or not sample else \
-            min(sample, self.val_split.symbols)
+        sample, lanes = self.config.val_sample, self.config.eval_lanes
+        if final or not sample:
+            return self.val_split.symbols
+        return min(-(-sample // lanes) * lanes, self.val_split.symbols)  # whole lanes' shares
 
-    def validate(self, model: nn.Module, final: bool = False) -> dict | None:
+    def validate(self, model: nn.Module, final: bool = False,
+                 limit: int | None = None) -> dict | None:
         """Nats per symbol and bits per character on the validation split: on its fixed
-        sample during training ("val_symbols" says how many were scored), on all of it when
-        ``final`` (with the sample's figure beside it, "val_sample_loss", from the same pass,
-        for choosing the best checkpoint alike)."""
+        sample during training, on all of it (or its first ``limit`` symbols per the lanes)
+        when ``final``, with the sample's figure beside it ("val_sample_loss", from the same
+        pass) for choosing the best checkpoint alike. "val_symbols" says how many were scored
+        where that is not the whole split."""
         if self.val_split is None:
             return None
         c = self.config
+        sample = c.val_sample or None
         result = evaluate(model, self.vocab, self.val_split,
                           EvalConfig(lanes=c.eval_lanes, burn_in=c.eval_burn_in),
-                          sample=c.val_sample or None, sample_only=not final)
+                          sample=sample if final else None, limit=limit if final else sample)
         record = {"val_loss": result["loss_nats"], "val_bpc": result["bpc"]}
-        if c.val_sample and c.val_sample < self.val_split.symbols:
+        if sample and sample < self.val_split.symbols:
             record["val_symbols"] = result["symbols"]
             if "sample" in result:
                 record["val_sample_loss"] = result["sample"]["loss_nats"]

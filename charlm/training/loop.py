@@ -41,6 +41,13 @@ from .world import World
 
 Report = Callable[[str, dict], None]
 
+# Under --max-time, validation is held to a share of the budget: a validation during training
+# runs only while validating has taken at most VALIDATION_SHARE of the run's time so far (the
+# others due are skipped), and the final one scores as much of the validation data as
+# FINAL_VALIDATION_SHARE of the budget allows (at least the sample scored during training).
+VALIDATION_SHARE = 0.05
+FINAL_VALIDATION_SHARE = 0.05
+
 
 def fresh_model(model_cls: type, model_config, config: TrainConfig) -> nn.Module:
     """A new model for a run: refused before anything is allocated if it cannot fit on the
@@ -87,6 +94,7 @@ class RunCosts:
     targets: int = 0
     step_seconds: float = 0.0
     validation_rate: float | None = None  # targets scored per second, the last validation's
+    validation_seconds: float = 0.0       # spent validating
     save_seconds: float = 0.5             # the slowest save so far (a guess before the first)
 
     def trained(self, targets: int, seconds: float) -> None:
@@ -101,6 +109,7 @@ class RunCosts:
         return self.step_seconds / self.steps if self.steps else 0.0
 
     def validated(self, targets: int, seconds: float) -> None:
+        self.validation_seconds += seconds
         if targets and seconds > 0:
             self.validation_rate = targets / seconds
 
@@ -174,10 +183,32 @@ class Trainer:
         seconds = self.validation_seconds(final=True) + 2 * self.costs.save_seconds
         return min(seconds, 0.5 * (self.config.max_time or math.inf))
 
+    def validation_rate(self) -> float:
+        """Targets a validation scores per second: measured, else guessed from training."""
+        return self.costs.validation_rate or 2.0 * self.costs.training_rate()
+
+    def final_validation_size(self) -> int:
+        """Targets the final validation scores: all, or under --max-time what its share of the
+        budget allows (at least the sample scored during training)."""
+        size = self.task.validation_size(final=True)
+        if self.config.max_time:
+            fits = int(FINAL_VALIDATION_SHARE * self.config.max_time * self.validation_rate())
+            size = min(size, max(fits, self.task.validation_size(final=False)))
+        return size
+
     def validation_seconds(self, final: bool) -> float:
-        size = self.task.validation_size(final)
-        rate = self.costs.validation_rate or 2.0 * self.costs.training_rate()
+        size = self.final_validation_size() if final else self.task.validation_size(final)
+        rate = self.validation_rate()
         return size / rate if size and rate else 0.0
+
+    def validation_due(self) -> bool:
+        """Whether a validation during training may run now (see VALIDATION_SHARE)."""
+        if not self.config.max_time:
+            return True
+        seconds = self.validation_seconds(final=False)
+        return (self.costs.validation_seconds + seconds
+                <= VALIDATION_SHARE * (self.pos.elapsed + seconds)) \
+            and self.fits(seconds + 2 * self.costs.save_seconds)
 
     def fits(self, seconds: float) -> bool:
         """Whether work of ``seconds`` now still leaves the end of the run inside --max-time
@@ -296,10 +327,12 @@ class Trainer:
     # ----- the loop ----------------------------------------------------------------------------
     def validate(self, final: bool = False) -> dict | None:
         t0 = self.clock()
-        record = self.task.validate(self.model, final=final)
+        size = self.final_validation_size() if final else self.task.validation_size(False)
+        record = self.task.validate(self.model, final=final,
+                                    limit=size if final and self.config.max_time else None)
         if record is None:
             return None
-        self.costs.validated(self.task.validation_size(final), self.clock() - t0)
+        self.costs.validated(size, self.clock() - t0)
         figure, before = self.task.selection_figure(record), self.best_figure()
         best = math.isfinite(figure) and (before is None or (
             figure > before if self.task.higher_is_better else figure < before))
@@ -429,8 +462,7 @@ class Trainer:
                                  "epoch": self.pos.epoch, "total_steps": self.total_steps})
             # A validation or save due when the budget has no room for it is left to the end.
             if self.pos.step % c.eval_every == 0 and not self.finished() \
-                    and self.fits(self.validation_seconds(final=False)
-                                  + 2 * self.costs.save_seconds):
+                    and self.validation_due():
                 self.validate()
                 evaluated_at = self.pos.step
                 tick()
@@ -438,11 +470,10 @@ class Trainer:
                 self.save(LAST)
                 last_saved = self.pos.step
                 tick()
-        if status == "done":  # the final figure scores all of the validation data
-            if evaluated_at != self.pos.step or self.task.validation_size(final=True) \
-                    != self.task.validation_size(final=False):
-                self.validate(final=True)
-                tick()
+        if status == "done" and (evaluated_at != self.pos.step or self.task.validation_size(
+                final=False) < self.final_validation_size()):
+            self.validate(final=True)  # the final figure, on all of the validation data
+            tick()
         if last_saved != self.pos.step or not (self.files / LAST).exists():
             self.save(LAST)
         if not (self.files / BEST).exists():

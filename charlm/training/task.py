@@ -62,10 +62,11 @@ class Task:
         validation data: the loop budgets its time by it."""
         return 0
 
-    def validate(self, model: nn.Module, final: bool = False) -> dict | None:
+    def validate(self, model: nn.Module, final: bool = False,
+                 limit: int | None = None) -> dict | None:
         """The validation record (``validation_key`` among its figures), or None without
-        validation data. A task may score a sample during training and all of its validation
-        data when ``final``."""
+        validation data. A task may score a sample during training, and all of its validation
+        data when ``final`` (at most ``limit`` targets where given)."""
         return None
 
     def selection_figure(self, record: dict) -> float:
