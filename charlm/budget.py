@@ -60,27 +60,33 @@ def regularisation(passes: float) -> dict:
 
 
 def choose(budget: float, train_symbols: int, speed: Callable[[dict], float],
-           spent: Callable[[], float] = lambda: 0.0) -> tuple[dict, dict]:
+           spent: Callable[[], float] = lambda: 0.0,
+           given: dict | None = None) -> tuple[dict, dict]:
     """The settings (option values by field name) for a run of ``budget`` seconds on
     ``train_symbols`` of training text; ``speed(settings)`` gives the symbols per second a
     model trains at (measured; the large model's only when needed) and ``spent()`` the
-    seconds of the budget gone so far. Returns them and a record of the choice for the run's
-    config."""
-    measured = {}
+    seconds of the budget gone so far; options ``given`` (by field name) win over the choice
+    (a batch size given changes the steps). Returns the settings and a record of the choice
+    for the run's config."""
+    measured, given = {}, given or {}
+    left = budget
 
     def passes(model: dict, name: str) -> float:
+        nonlocal left
         measured[name] = speed({**model, **COMMON})
-        return max(budget - spent(), 0.0) * measured[name] / max(train_symbols, 1)
+        left = max(budget - spent(), 0.0)
+        return left * measured[name] / max(train_symbols, 1)
 
     if (p := passes(SMALL, "small")) <= SMALL_UP_TO_PASSES:
         model, reg, name = SMALL, {"dropout": 0.0, "weight_drop": 0.0}, "small"
     else:
         p = passes(LARGE, "large")
         model, reg, name = LARGE, regularisation(p), "large"
-    steps = p * train_symbols / (model["batch_size"] * model["bptt_len"])
+    shape = {**model, **given}
+    steps = p * train_symbols / (shape["batch_size"] * shape["bptt_len"])
     every = max(MIN_EVAL_EVERY, int(round(steps / VALIDATIONS_PER_RUN / 50.0)) * 50)
     chosen = {**model, **COMMON, **reg, "eval_every": every}
-    record = {"budget": budget, "spent": round(spent(), 2), "train_symbols": train_symbols,
+    record = {"budget": budget, "spent": round(budget - left, 2), "train_symbols": train_symbols,
               "symbols_per_s": {k: round(v, 1) for k, v in measured.items()},
               "model": name, "passes": round(p, 2), "steps": int(steps), "settings": chosen}
     return chosen, record

@@ -29,6 +29,10 @@ from .training.lm_task import LanguageModelTask, LMTaskConfig
 from .training.loop import Report, Trainer, fresh_model
 from .training.run_dir import LAST, RunDirectory, new_run_path
 
+# A new run refuses a --max-time budget that preparing the corpus and setting up (measuring
+# speeds included) took more than this share of.
+SETUP_SHARE = 0.5
+
 # The options of `charlm train`, by the config that declares them.
 TRAIN_OPTIONS = (LMConfig, LMTaskConfig, TrainConfig)
 
@@ -55,7 +59,11 @@ def new_run(corpus: list[Path], out: Path | None, preset_name: str | None,
     task = LanguageModelTask(prepared, task_config)
     model = fresh_model(RecurrentLM, model_config, train_config)
     trainer = Trainer(run_dir, model, task, train_config, report, preset=name, choice=choice)
-    trainer.pos.elapsed = time.perf_counter() - t0
+    trainer.pos.elapsed = trainer.pos.setup = setup = time.perf_counter() - t0
+    if train_config.max_time and setup > SETUP_SHARE * train_config.max_time:
+        raise CharLMError(f"setting the run up took {setup:.1f} s of the {train_config.max_time:g}"
+                          f" s budget (--max-time counts it), leaving too little to train; give "
+                          f"a larger --max-time")
     return trainer
 
 
@@ -82,7 +90,7 @@ def _choose_for_budget(prepared: PreparedCorpus, options: dict,
             return budget.measure(trainer.train_step, options["max_time"])
 
     symbols = prepared.split("train").symbols
-    chosen, record = budget.choose(options["max_time"], symbols, speed, spent)
+    chosen, record = budget.choose(options["max_time"], symbols, speed, spent, options)
     given = sorted(k for k in options if k in chosen)
     if given:  # options given win over the choice: the record says what the run uses
         record["settings"] = {**chosen, **{k: options[k] for k in given}}
@@ -133,7 +141,8 @@ def resume_run(run_dir: Path, corpus: list[Path] | None, prepare_given: dict, op
 
     def make_task(checkpoint) -> LanguageModelTask:
         try:
-            config = LMTaskConfig.from_dict(checkpoint.run_config["train"])
+            config = LMTaskConfig.from_dict({**LMTaskConfig.SAVED_BEFORE,
+                                             **checkpoint.run_config["train"]})
         except (KeyError, TypeError) as exc:
             raise CharLMError(f"{run_dir}/{LAST}: the run's training config is damaged "
                               f"({type(exc).__name__}: {exc})") from None

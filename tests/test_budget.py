@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from charlm import budget
 from charlm.api import build_trainer
 from charlm.cli.app import app
+from charlm.errors import CharLMError
 from charlm.evaluate import EvalConfig, evaluate
 from charlm.text.batching import LaneLayout
 from charlm.text.corpus import prepare_cached
@@ -146,6 +147,16 @@ def test_a_budget_run_says_what_it_chose_and_resumes_with_it(tmp_path, small_cor
         saved["auto"]["settings"]["hidden_dim"]
     resumed = build_trainer(resume=out, max_time=10)
     assert resumed.choice == saved["auto"] and resumed.run_config()["auto"] == saved["auto"]
+    step = resumed.pos.step
+    summary = resumed.run()
+    assert summary["step"] > step  # (the bound on the clock: the fake-clock tests below)
+    assert json.loads((out / "config.json").read_text())["auto"] == saved["auto"]
+
+
+def test_a_budget_that_setting_up_takes_is_refused(tmp_path, small_corpus, quick_measure):
+    with pytest.raises(CharLMError, match="setting the run up took .* of the 0.001 s budget"):
+        build_trainer(small_corpus, out=tmp_path / "run", max_time=0.001, device="cpu")
+    assert not (tmp_path / "run" / "last.safetensors").exists()
 
 
 # ----- --max-time bounds the wall clock ---------------------------------------------------------
@@ -174,7 +185,7 @@ def test_max_time_bounds_the_whole_run_validation_and_saves_included(tmp_path, s
     trainer = build_trainer(small_corpus, out=tmp_path / "run", **opts)
     clock = FakeClock()
     trainer.clock = clock
-    trainer.pos.elapsed = 0.0  # setting the run up took no time on this clock
+    clock.now = trainer.pos.elapsed = trainer.pos.setup = 10.0  # setting the run up took 10 s
     trainer.train_step = clock.costing(1.0, trainer.train_step)
     trainer.task.validate = clock.costing(3.0, trainer.task.validate)
     trainer.files.save = clock.costing(0.5, trainer.files.save)
@@ -188,8 +199,13 @@ def test_max_time_bounds_the_whole_run_validation_and_saves_included(tmp_path, s
     steps = [r for r in records if "loss" in r]
     evals = [r for r in records if "val_loss" in r]
     assert evals[-1]["step"] == steps[-1]["step"]  # the final validation ran
+    # The schedule spans the training time: from the peak at the first step (not decayed by
+    # the setup's 10 s) to the floor at the last.
+    assert steps[0]["lr"] == pytest.approx(trainer.config.lr, rel=1e-3)
     floor = trainer.config.lr * trainer.config.min_lr_ratio
     assert steps[-1]["lr"] == pytest.approx(floor, rel=0.15)
+    lrs = [r["lr"] for r in steps]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))  # never back up
 
 
 # ----- validation on a fixed sample -------------------------------------------------------------

@@ -181,8 +181,9 @@ def train(
                 signal.signal(s, handler)
         run_dir = summary["run_dir"]
         best = summary["best"]
+        scored = f" on {best['val_symbols']:,} symbols" if best and "val_symbols" in best else ""
         best_text = (f"best val {best['val_loss']:.4f} nats/symbol ({best['val_bpc']:.4f} "
-                     f"bits/char), " if best else "")
+                     f"bits/char){scored}, " if best else "")
         if summary["status"] == "interrupted":
             err.print(f"interrupted at step {summary['step']:,}: saved {run_dir}/last.safetensors;"
                       f" continue with: charlm train --resume {run_dir}")

@@ -43,7 +43,11 @@ class LMTaskConfig(Options):
     val_sample: int = option(
         VAL_SAMPLE, "Validations during training score a fixed sample of this many symbols "
                     "spread over a longer validation split (0: all of it); the last one scores "
-                    "all of it.", check=non_negative_int, resumable=True)
+                    "all of it (under --max-time, what its share of the budget allows).",
+        check=non_negative_int)
+    # A run saved before val_sample existed scored its whole split every time: resumed, it
+    # goes on so, or its best figure would be compared with a sample's.
+    SAVED_BEFORE = {"val_sample": 0}
 
 
 class LanguageModelTask(Task):

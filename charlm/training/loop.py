@@ -47,6 +47,8 @@ Report = Callable[[str, dict], None]
 # FINAL_VALIDATION_SHARE of the budget allows (at least the sample scored during training).
 VALIDATION_SHARE = 0.05
 FINAL_VALIDATION_SHARE = 0.05
+EVAL_SPEEDUP_GUESS = 2.0  # validation's symbols/s over training's, before one is timed (2-3.5x
+                          # measured: bench/RESULTS.md section 4)
 
 
 def fresh_model(model_cls: type, model_config, config: TrainConfig) -> nn.Module:
@@ -69,8 +71,10 @@ class Position:
     step: int = 0            # optimizer steps attempted (skipped non-finite steps included)
     epoch: int = 0
     batch: int = 0           # next batch of the epoch
-    elapsed: float = 0.0     # wall-clock seconds of the run so far (steps, validation and
-                             # saves; before charlm 0.3 steps only), across resumes
+    elapsed: float = 0.0     # wall-clock seconds of the run so far (setup, steps, validation
+                             # and saves; before charlm 0.3 steps only), across resumes
+    setup: float = 0.0       # of which setting the run up took (before its first step)
+    costs: dict | None = None  # RunCosts as measured so far, for a resumed run's budget
     targets: int = 0         # targets trained on (this process)
     best: dict | None = None  # the best validation record so far
     bad_steps: int = 0       # consecutive non-finite steps
@@ -87,8 +91,8 @@ class Position:
 
 @dataclass
 class RunCosts:
-    """What steps, validations and saves have cost in this process, for fitting the end of a
-    run into --max-time (not saved: a resumed run measures again)."""
+    """What steps, validations and saves have cost so far, for fitting the end of a run into
+    --max-time (saved with the position, so a resumed run starts from them)."""
 
     steps: int = 0
     targets: int = 0
@@ -107,6 +111,10 @@ class RunCosts:
 
     def step_seconds_each(self) -> float:
         return self.step_seconds / self.steps if self.steps else 0.0
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RunCosts:
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
     def validated(self, targets: int, seconds: float) -> None:
         self.validation_seconds += seconds
@@ -139,6 +147,7 @@ class Trainer:
         self.pos = Position()
         self.clock = time.perf_counter  # what --max-time is measured by (tests replace it)
         self.costs = RunCosts()
+        self._progress_reached = 0.0
         task.start(model, self.world)
 
     # ----- bookkeeping -------------------------------------------------------------------------
@@ -166,17 +175,19 @@ class Trainer:
         return min(limits) if limits else None
 
     def progress(self) -> float:
-        """How far the run is, 0..1: by steps, or by the clock with --max-time, where training
-        ends early enough for the final validation and save to fit in the budget."""
-        p = 0.0
+        """How far the run is, 0..1, never going back: by steps, or by the clock with
+        --max-time over the time training gets, from the first step (after the run's setup) to
+        early enough for the final validation and save to fit in the budget."""
+        p = self._progress_reached
         if self.total_steps:
             p = max(p, self.pos.step / self.total_steps)
         if self.config.max_time:
-            training_time = self.config.max_time - self.reserve() - self.costs.step_seconds_each()
-            p = max(p, self.pos.elapsed / max(training_time, 1e-9))
+            end = self.config.max_time - self.end_reserve() - self.costs.step_seconds_each()
+            p = max(p, (self.pos.elapsed - self.pos.setup) / max(end - self.pos.setup, 1e-9))
+        self._progress_reached = p
         return p
 
-    def reserve(self) -> float:
+    def end_reserve(self) -> float:
         """Seconds the end of the run needs after the last step: the final validation and the
         last saves, as measured so far in this run (estimated before they are), at most half the
         budget."""
@@ -185,19 +196,22 @@ class Trainer:
 
     def validation_rate(self) -> float:
         """Targets a validation scores per second: measured, else guessed from training."""
-        return self.costs.validation_rate or 2.0 * self.costs.training_rate()
+        return self.costs.validation_rate or EVAL_SPEEDUP_GUESS * self.costs.training_rate()
 
-    def final_validation_size(self) -> int:
-        """Targets the final validation scores: all, or under --max-time what its share of the
-        budget allows (at least the sample scored during training)."""
+    def validation_size(self, final: bool) -> int:
+        """Targets a validation scores: the task's sample during training; at the end all, or
+        under --max-time what its share of the budget allows (at least the sample)."""
+        sample = self.task.validation_size(final=False)
+        if not final:
+            return sample
         size = self.task.validation_size(final=True)
         if self.config.max_time:
             fits = int(FINAL_VALIDATION_SHARE * self.config.max_time * self.validation_rate())
-            size = min(size, max(fits, self.task.validation_size(final=False)))
+            size = min(size, max(fits, sample))
         return size
 
     def validation_seconds(self, final: bool) -> float:
-        size = self.final_validation_size() if final else self.task.validation_size(final)
+        size = self.validation_size(final)
         rate = self.validation_rate()
         return size / rate if size and rate else 0.0
 
@@ -208,14 +222,14 @@ class Trainer:
         seconds = self.validation_seconds(final=False)
         return (self.costs.validation_seconds + seconds
                 <= VALIDATION_SHARE * (self.pos.elapsed + seconds)) \
-            and self.fits(seconds + 2 * self.costs.save_seconds)
+            and self.leaves_room_for(seconds + 2 * self.costs.save_seconds)
 
-    def fits(self, seconds: float) -> bool:
+    def leaves_room_for(self, seconds: float) -> bool:
         """Whether work of ``seconds`` now still leaves the end of the run inside --max-time
         (always, without one)."""
         if not self.config.max_time:
             return True
-        return self.pos.elapsed + seconds + self.reserve() <= self.config.max_time
+        return self.pos.elapsed + seconds + self.end_reserve() <= self.config.max_time
 
     def finished(self) -> bool:
         if self.total_steps is None and not self.config.max_time:
@@ -247,6 +261,8 @@ class Trainer:
     def load_trainer_state(self, state: dict) -> None:
         self.task.load_state_dict(state["task"])
         self.pos = Position.from_dict(state["loop"])
+        if isinstance(self.pos.costs, dict):
+            self.costs = RunCosts.from_dict(self.pos.costs)
         self.optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"])
         if "cuda_rng" in state and self.device.type == "cuda":
@@ -258,6 +274,7 @@ class Trainer:
                               f"longer finite numbers; the last good checkpoint is kept; try a "
                               f"lower --lr")
         t0 = self.clock()
+        self.pos.costs = asdict(self.costs)
         info = {"step": self.pos.step, "epoch": self.pos.epoch, "best_val": self.best_figure(),
                 "elapsed": self.pos.elapsed, "time": time.time()}
         path = self.files.save(which, self.pos.step, self.model, self.vocab, self.run_config(),
@@ -327,7 +344,7 @@ class Trainer:
     # ----- the loop ----------------------------------------------------------------------------
     def validate(self, final: bool = False) -> dict | None:
         t0 = self.clock()
-        size = self.final_validation_size() if final else self.task.validation_size(False)
+        size = self.validation_size(final)
         record = self.task.validate(self.model, final=final,
                                     limit=size if final and self.config.max_time else None)
         if record is None:
@@ -466,13 +483,13 @@ class Trainer:
                 self.validate()
                 evaluated_at = self.pos.step
                 tick()
-            if self.pos.step % c.save_every == 0 and self.fits(self.costs.save_seconds):
+            if self.pos.step % c.save_every == 0 and self.leaves_room_for(self.costs.save_seconds):
                 self.save(LAST)
                 last_saved = self.pos.step
                 tick()
-        if status == "done" and (evaluated_at != self.pos.step or self.task.validation_size(
-                final=False) < self.final_validation_size()):
-            self.validate(final=True)  # the final figure, on all of the validation data
+        if status == "done" and (evaluated_at != self.pos.step
+                                 or self.validation_size(False) < self.validation_size(True)):
+            self.validate(final=True)  # the final figure (see validation_size)
             tick()
         if last_saved != self.pos.step or not (self.files / LAST).exists():
             self.save(LAST)
