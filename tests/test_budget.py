@@ -38,6 +38,16 @@ def speeds(small: float, large: float):
     return speed
 
 
+def size(settings: dict) -> int:
+    return settings["num_layers"] * settings["hidden_dim"]
+
+
+def no_more(than: dict, settings: dict, model: bool = True) -> bool:
+    """``settings`` has no bigger model (when ``model``) and no more regularisation."""
+    return (not model or size(settings) <= size(than)) and all(
+        settings[k] <= than[k] for k in ("dropout", "weight_drop"))
+
+
 SPEEDS = [(40_000, 12_000), (17_000, 9_000), (200_000, 90_000), (3_000, 900)]
 
 
@@ -60,10 +70,7 @@ def test_a_bigger_corpus_never_gets_a_bigger_model_or_more_regularisation(second
                                                                           large):
     chosen = [budget.choose(seconds, n, speeds(small, large))[0] for n in CORPORA]
     for smaller, bigger in zip(chosen, chosen[1:]):
-        assert bigger["dropout"] <= smaller["dropout"]
-        assert bigger["weight_drop"] <= smaller["weight_drop"]
-        assert bigger["num_layers"] * bigger["hidden_dim"] <= \
-            smaller["num_layers"] * smaller["hidden_dim"]
+        assert no_more(than=smaller, settings=bigger)
 
 
 @pytest.mark.parametrize("symbols", CORPORA)
@@ -72,11 +79,9 @@ def test_a_longer_budget_never_gets_a_smaller_model_or_less_regularisation(symbo
                                                                            large):
     chosen = [budget.choose(s, symbols, speeds(small, large))[0] for s in BUDGETS]
     for short, long in zip(chosen, chosen[1:]):
-        assert long["num_layers"] * long["hidden_dim"] >= \
-            short["num_layers"] * short["hidden_dim"]
-        if long["num_layers"] == short["num_layers"]:  # the same model
-            assert long["dropout"] >= short["dropout"]
-            assert long["weight_drop"] >= short["weight_drop"]
+        assert size(long) >= size(short)
+        if size(long) == size(short):  # the same model
+            assert no_more(than=long, settings=short, model=False)
 
 
 def test_the_small_model_while_the_text_is_read_a_few_times_else_the_large_regularised():

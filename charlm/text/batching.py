@@ -102,9 +102,13 @@ class LaneLayout:
         sub.lengths = sub.ends - sub.reads
         return sub
 
-    def batch(self, chunk: int) -> Batch:
+    def positions(self, chunk: int) -> np.ndarray:
+        """(B, T) the stream positions of the inputs of ``chunk``."""
         t = self.bptt_len
-        pos = self.reads[:, None] + chunk * t + np.arange(t)[None, :]  # (B, T) input positions
+        return self.reads[:, None] + chunk * t + np.arange(t)[None, :]
+
+    def batch(self, chunk: int) -> Batch:
+        pos = self.positions(chunk)
         valid = pos < self.ends[:, None]
         safe = np.where(valid, pos, 0)
         inputs = np.where(valid, self.tokens[safe], PAD_ID)
@@ -114,12 +118,9 @@ class LaneLayout:
 
     def scored(self, chunk: int) -> np.ndarray:
         """(B, T) bool: which targets of ``chunk`` this layout scores."""
-        t = self.bptt_len
-        pos = self.reads[:, None] + chunk * t + np.arange(t)[None, :]
+        pos = self.positions(chunk)
         return (pos < self.ends[:, None]) & (pos >= self.starts[:, None])
 
     def target_positions(self, chunk: int) -> np.ndarray:
         """Stream positions of the targets scored in ``chunk`` (for tests and audits)."""
-        t = self.bptt_len
-        pos = self.reads[:, None] + chunk * t + np.arange(t)[None, :]
-        return pos[self.scored(chunk)] + 1
+        return self.positions(chunk)[self.scored(chunk)] + 1
