@@ -15,7 +15,9 @@ one after another, alone, and one JSON line per run is appended to ``--json`` (d
         --setting 'auto=' --setting 'today=--preset fast'
     python bench/budget_sweep.py --corpus stdlib --budget 600 --setting 'large=--preset large'
 
-A setting is LABEL=OPTIONS (charlm train options, shell-split; empty for none).
+A setting is LABEL=OPTIONS (charlm train options, shell-split; empty for none). ``--budget 0``
+runs a setting with its own stopping rule (no ``--max-time``), e.g. ``'default='`` for what
+``charlm train`` does with no option at all.
 """
 
 from __future__ import annotations
@@ -41,8 +43,8 @@ def run_one(name: str, budget: float, label: str, options: list[str]) -> dict:
     out = WORK / f"{name}-{int(budget)}-{label}"
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
-    done = subprocess.run([*CHARLM, "train", str(train), "--out", str(out),
-                           "--max-time", str(budget), *options],
+    clock = ["--max-time", str(budget)] if budget else []
+    done = subprocess.run([*CHARLM, "train", str(train), "--out", str(out), *clock, *options],
                           capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if done.returncode != 0:

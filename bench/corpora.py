@@ -3,6 +3,10 @@
     tinyshakespeare  ../shared/corpora/tinyshakespeare.txt (1.1 MB)
     novels           the six novels in ../shared/corpora/novels (4.2 MB), decoded from
                      Windows-1252 and with CRLF line ends made LF, one after another
+    austen           one novel below 1 MB: Pride and Prejudice (pg1342, 0.7 MB), decoded the
+                     same way, the book alone (between Project Gutenberg's START and END lines,
+                     so that the held-out text is the novel's end, not the licence)
+    gatsby           a short novel the same way: The Great Gatsby (pg64317, 0.3 MB)
     stdlib           the running Python's standard library source (.py files outside test
                      directories, ~12 MB), one file after another in path order; files that
                      are not UTF-8 are left out
@@ -22,16 +26,23 @@ BENCH = Path(__file__).resolve().parent
 SHARED = BENCH.parent.parent / "shared" / "corpora"
 CACHE = BENCH / ".corpora"
 HELD_OUT = 0.1
-CORPORA = ("tinyshakespeare", "novels", "stdlib")
+CORPORA = ("tinyshakespeare", "novels", "stdlib", "austen", "gatsby")
+SINGLE_NOVELS = {"austen": "pg1342.txt", "gatsby": "pg64317.txt"}
+
+
+def _novel(path: Path) -> str:
+    return path.read_bytes().decode("cp1252").replace("\r\n", "\n")
 
 
 def _text(name: str) -> str:
     if name == "tinyshakespeare":
         return (SHARED / "tinyshakespeare.txt").read_text(encoding="utf-8")
     if name == "novels":
-        parts = [p.read_bytes().decode("cp1252").replace("\r\n", "\n")
-                 for p in sorted((SHARED / "novels").glob("pg*.txt"))]
-        return "".join(parts)
+        return "".join(_novel(p) for p in sorted((SHARED / "novels").glob("pg*.txt")))
+    if name in SINGLE_NOVELS:
+        text = _novel(SHARED / "novels" / SINGLE_NOVELS[name])
+        start = text.index("\n", text.index("*** START OF")) + 1
+        return text[start:text.rindex("\n", 0, text.index("*** END OF")) + 1]
     if name == "stdlib":
         root = Path(sysconfig.get_paths()["stdlib"])
         parts = []
