@@ -49,6 +49,9 @@ class LanguageModel:
     """A trained model with its vocab, ready to sample and evaluate."""
 
     def __init__(self, checkpoint: Checkpoint):
+        if checkpoint.kind != "rnn-lm":
+            raise CharLMError(f"{checkpoint.path}: a {checkpoint.kind} checkpoint, not a "
+                              f"language model's")
         self.checkpoint = checkpoint
         self.model = checkpoint.model
         self.vocab = checkpoint.vocab
@@ -149,8 +152,9 @@ def _paths(corpus: list[Path] | Path | str | None) -> list[Path] | None:
 def build_trainer(corpus: list[Path] | Path | str | None = None, out: Path | str | None = None,
                   preset: str | None = None, resume: Path | str | None = None,
                   report: Report | None = None, prepare_progress=None, warn=None,
-                  **options) -> Trainer:
-    """Set up a run (new, or resumed from a run directory) without starting it.
+                  init_from: Path | str | None = None, **options) -> Trainer:
+    """Set up a run (new, or resumed from a run directory) without starting it; ``init_from``:
+    a language model's run to go on training on this corpus (its vocab and weights).
 
     ``options`` are the options of ``charlm train`` by field name: the model's (LMConfig),
     the loop's (TrainConfig), the task's (LMTaskConfig) and the corpus preparation's
@@ -160,20 +164,23 @@ def build_trainer(corpus: list[Path] | Path | str | None = None, out: Path | str
     prepare_given = {k: options.pop(k) for k in list(options) if k in PrepareConfig.declared()}
     paths = _paths(corpus)
     if resume is not None:
-        if preset is not None or out is not None:
-            raise CharLMError("--preset and --out do not apply to --resume: the run keeps its "
-                              "settings and its directory")
+        if preset is not None or out is not None or init_from is not None:
+            raise CharLMError("--preset, --out and --init-from do not apply to --resume: the "
+                              "run keeps its settings and its directory")
         return resume_run(Path(resume), paths, prepare_given, options, report, prepare_progress,
                           warn)
     return new_run(paths or [bundled_corpus()], None if out is None else Path(out), preset,
-                   prepare_given, options, report, prepare_progress, warn)
+                   prepare_given, options, report, prepare_progress, warn,
+                   None if init_from is None else Path(init_from))
 
 
 def train(corpus: list[Path] | Path | str | None = None, out: Path | str | None = None,
           preset: str | None = None, resume: Path | str | None = None,
-          report: Report | None = None, **options) -> LanguageModel:
+          report: Report | None = None, init_from: Path | str | None = None,
+          **options) -> LanguageModel:
     """Train (or resume) a run and return its best model."""
-    trainer = build_trainer(corpus, out, preset, resume, report=report, **options)
+    trainer = build_trainer(corpus, out, preset, resume, report=report, init_from=init_from,
+                            **options)
     trainer.run()
     return load(trainer.run_dir)
 

@@ -90,11 +90,11 @@ class DiagnoseConfig(Options):
         return first_free(DEFAULT_PLOT)
 
 
-def measure(texts: list[Path], checkpoints: list[Path],
-            config: DiagnoseConfig) -> dict[str, dict]:
+def measure(texts: list[Path], checkpoints: list[Path], config: DiagnoseConfig,
+            encoding: str = "utf-8") -> dict[str, dict]:
     """The profile of each checkpoint (named by its path) and of a fresh model of each of the
-    config's cells, on the text of ``texts`` read as one stream."""
-    raw = "".join(read_text(p) for p in texts)
+    config's cells, on the text of ``texts`` (in ``encoding``) read as one stream."""
+    raw = "".join(read_text(p, encoding) for p in texts)
     models = {}
     for path in checkpoints:
         ckpt = load_checkpoint(find_checkpoint(path))

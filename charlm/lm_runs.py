@@ -21,13 +21,14 @@ from .checkpoint import load_checkpoint
 from .errors import CharLMError
 from .models import LMConfig, RecurrentLM
 from .options import check_given, check_resumable, resumable, split_by_owner
-from .presets import choose_preset, preset
+from .models.backbone import check_fixed
+from .presets import DEFAULT_PRESET, choose_preset, preset
 from .text.corpus import PrepareConfig, PreparedCorpus, Progress, is_prepared, open_or_prepare
 from .text.sources import collect_files
 from .training.config import TrainConfig
 from .training.lm_task import LanguageModelTask, LMTaskConfig
 from .training.loop import Report, Trainer, fresh_model
-from .training.run_dir import LAST, RunDirectory, new_run_path
+from .training.run_dir import LAST, RunDirectory, find_checkpoint, new_run_dir
 
 # A new run refuses a --max-time budget that preparing the corpus and setting up (measuring
 # speeds included) took more than this share of.
@@ -37,20 +38,42 @@ SETUP_SHARE = 0.5
 TRAIN_OPTIONS = (LMConfig, LMTaskConfig, TrainConfig)
 
 
+def load_language_model(path: Path):
+    """The checkpoint of a language model (a run directory's best, or a file), for
+    --init-from."""
+    ckpt = load_checkpoint(find_checkpoint(path))
+    if ckpt.kind != RecurrentLM.kind:
+        raise CharLMError(f"--init-from {path}: a {ckpt.kind} checkpoint, not a language "
+                          f"model's")
+    return ckpt
+
+
 def new_run(corpus: list[Path], out: Path | None, preset_name: str | None,
             prepare_given: dict, options: dict, report: Report | None = None,
-            progress: Progress | None = None, warn=None) -> Trainer:
+            progress: Progress | None = None, warn=None,
+            init_from: Path | None = None) -> Trainer:
     """A new run on ``corpus`` (text files, or one prepared corpus directory). Its clock
     starts here: preparing the corpus and choosing settings for a budget count in
-    ``--max-time``."""
+    ``--max-time``. ``init_from``: a language model to go on training on this text (its
+    vocab, cell, sizes and weights; the training options from the preset and those given)."""
     t0 = time.perf_counter()
     options = {k: v for k, v in options.items() if v is not None}
     check_given(options, TRAIN_OPTIONS)
-    name = choose_preset(preset_name, options)
-    values = {**budget.SMALL, **budget.COMMON} if name == AUTO else preset(name)
+    lm = load_language_model(init_from) if init_from is not None else None
+    if lm is not None:
+        check_fixed(options, lm.model.config)
+        name = preset_name or DEFAULT_PRESET
+        kept = ("vocab_size", "never_predict")  # the vocab's, the same as the model's
+        values = {**{k: v for k, v in preset(name).items() if k not in LMConfig.declared()},
+                  **{k: getattr(lm.model.config, k) for k in LMConfig.declared()
+                     if k not in kept}}
+    else:
+        name = choose_preset(preset_name, options)
+        values = {**budget.SMALL, **budget.COMMON} if name == AUTO else preset(name)
     _configs(TrainConfig.over(values, options))  # every check, before any corpus is prepared
-    prepared = open_or_prepare(corpus, prepare_given, progress, warn)
-    run_dir = _new_run_dir(corpus, out)
+    prepared = open_or_prepare(corpus, prepare_given, progress, warn,
+                               vocab=lm.vocab if lm is not None else None)
+    run_dir = _new_run_dir(corpus, out, prepare_given.get("encoding"))
     choice = None
     if name == AUTO:
         values, choice = _choose_for_budget(prepared, options, lambda: time.perf_counter() - t0)
@@ -58,7 +81,11 @@ def new_run(corpus: list[Path], out: Path | None, preset_name: str | None,
                                                        prepared.vocab)
     task = LanguageModelTask(prepared, task_config)
     model = fresh_model(RecurrentLM, model_config, train_config)
+    if lm is not None:
+        model.load_state_dict(lm.model.state_dict())
     trainer = Trainer(run_dir, model, task, train_config, report, preset=name, choice=choice)
+    if lm is not None:
+        trainer.recorded = {"init_from": str(Path(lm.path).resolve())}
     trainer.pos.elapsed = trainer.pos.setup = setup = time.perf_counter() - t0
     if train_config.max_time and setup > SETUP_SHARE * train_config.max_time:
         raise CharLMError(f"setting the run up took {setup:.1f} s of the {train_config.max_time:g}"
@@ -98,26 +125,15 @@ def _choose_for_budget(prepared: PreparedCorpus, options: dict,
     return chosen, record
 
 
-def _new_run_dir(corpus: list[Path], out: Path | None) -> Path:
+def _new_run_dir(corpus: list[Path], out: Path | None, encoding: str | None = None) -> Path:
+    name = None
     if out is None:
         if is_prepared(corpus):
             name = Path(corpus[0]).resolve().name
         else:
-            files = collect_files(corpus)
+            files = collect_files(corpus, encoding=encoding or PrepareConfig.default("encoding"))
             name = files[0].stem if len(files) == 1 else Path(corpus[0]).resolve().name
-        return new_run_path(name or "run")
-    run = RunDirectory(out)
-    if run.path.exists() and not run.path.is_dir():
-        raise CharLMError(f"--out {run.path} exists and is not a directory")
-    if run.holds_run():
-        raise CharLMError(f"--out {run.path} already holds a run; continue it with "
-                          f"--resume {run.path} or choose another --out")
-    foreign = run.foreign_files()
-    if foreign:
-        raise CharLMError(f"--out {run.path} holds files charlm did not write "
-                          f"({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}); "
-                          f"choose a new or empty directory")
-    return run.path
+    return new_run_dir(name, out)
 
 
 def resume_run(run_dir: Path, corpus: list[Path] | None, prepare_given: dict, options: dict,
@@ -168,7 +184,12 @@ def _resumed_corpus(run_dir: Path, ckpt, corpus: list[Path] | None, given: dict,
         as_before = {"vocab": kind,
                      "vocab_size": ckpt.vocab.size if kind == "bpe" else None,
                      "val_fraction": saved.get("val_fraction"),
-                     "doc_separator": saved.get("doc_separator")}
+                     "doc_separator": saved.get("doc_separator"),
+                     "encoding": saved.get("encoding")}
+        if ckpt.run_config.get("init_from"):  # encoded with the model's vocab, as before
+            return open_or_prepare(corpus, {k: v for k, v in {**as_before, **given}.items()
+                                            if k not in ("vocab", "vocab_size")},
+                                   progress, warn, vocab=ckpt.vocab)
         return open_or_prepare(corpus, {**as_before, **given}, progress, warn)
     if not isinstance(saved.get("path"), str):
         raise CharLMError(f"{run_dir}/{LAST} does not name its prepared corpus; pass the corpus "

@@ -43,10 +43,26 @@ DEFAULT_PRESET = "default"
 SIZE_OPTIONS = ("cell", "num_layers", "hidden_dim", "embed_dim")  # a regulariser is no size
 
 
-def preset(name: str) -> dict:
-    if name not in PRESETS:
-        raise CharLMError(f"unknown --preset {name!r}; choose one of {', '.join(PRESETS)}")
-    return PRESETS[name]
+# Presets of `charlm classify train` (bench/RESULTS.md section 11).
+CLASSIFY_PRESETS: dict[str, dict] = {
+    "tiny": {  # seconds: for trying the tool out and for tests
+        "cell": "lstm", "num_layers": 1, "hidden_dim": 32, "embed_dim": 16, "batch_size": 16,
+        "max_steps": 60, "eval_every": 30,
+    },
+    "default": {  # a few minutes on a 2-core CPU for a few thousand sentences
+        "cell": "lstm", "num_layers": 1, "hidden_dim": 512, "embed_dim": 64, "dropout": 0.3,
+        "head_dropout": 0.3, "batch_size": 32, "lr": 2e-3, "weight_decay": 0.1, "epochs": 10,
+        "precision": "auto",
+    },
+}
+CLASSIFY_PRESET_NOTES = {"tiny": "seconds, for trying things",
+                         "default": "1x512 LSTM, 10 epochs"}
+
+
+def preset(name: str, presets: dict[str, dict] = PRESETS) -> dict:
+    if name not in presets:
+        raise CharLMError(f"unknown --preset {name!r}; choose one of {', '.join(presets)}")
+    return presets[name]
 
 
 def choose_preset(name: str | None, given: dict) -> str:

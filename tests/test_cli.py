@@ -100,8 +100,10 @@ BAD_INPUTS = {
     "missing file": (["train", "nope.txt"], "no such file"),
     "empty file": (["train", "{empty}"], "empty"),
     "whitespace file": (["train", "{blank}"], "empty"),
-    "invalid utf-8": (["train", "{badutf}"], "badutf.txt: invalid UTF-8 at byte offset 6"),
-    "binary file": (["train", "{binary}"], "blob.bin: invalid UTF-8 at byte offset 0"),
+    "invalid utf-8": (["train", "{badutf}"], "badutf.txt: not UTF-8 (invalid byte at offset 6); "
+                                             "if it is in another encoding, give it with "
+                                             "--encoding"),
+    "binary file": (["train", "{binary}"], "blob.bin: not UTF-8 (invalid byte at offset 0)"),
     "absurd hidden size": (["train", "{small}", "--hidden", "1000000000", "--device", "cpu"],
                            "GiB to train (weights, gradients, optimizer state) but the cpu has"),
     "absurd layer count": (["train", "{small}", "--layers", "100000", "--device", "cpu"],
@@ -128,7 +130,8 @@ BAD_INPUTS = {
     "eval missing text": (["eval", "gone.txt", "--checkpoint", "{run}"], "no such file"),
     "eval bad precision": (["eval", "--checkpoint", "{run}", "--precision", "fp16"], "--precision must be one of fp32, bf16"),
     "eval unseen only": (["eval", "{emoji}", "--checkpoint", "{run}"], "every character"),
-    "eval invalid utf-8": (["eval", "{badutf}", "--checkpoint", "{run}"], "invalid UTF-8"),
+    "eval invalid utf-8": (["eval", "{badutf}", "--checkpoint", "{run}"],
+                           "not UTF-8 (invalid byte at offset 6)"),
     "resume with other size": (["train", "--resume", "{run}", "--hidden", "64"],
                                "--hidden "),
     "out holds a run": (["train", "{small}", "--out", "{run}"], "already holds a run"),
@@ -273,3 +276,34 @@ def test_several_samples_are_separated_on_stdout(run_dir):
     single = run("sample", "--checkpoint", run_dir, "--length", "20", "--seed", "5")
     first = r.stdout.split("===\n")[1].split("\n\n=== sample")[0]
     assert single.stdout == first + ("" if first.endswith("\n") else "\n")
+
+
+def test_encoding_for_train_prepare_and_eval(tmp_path):
+    text = "Caf\xe9 cr\xe8me br\xfbl\xe9e, na\xefve \u201cquotes\u201d. " * 300
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes(text.encode("cp1252"))
+    assert_clean_error(run("train", latin, "--out", tmp_path / "a", *TINY),
+                       "latin.txt: not UTF-8 (invalid byte at offset 3); if it is in another "
+                       "encoding, give it with --encoding")
+    r = run("train", latin, "--encoding", "cp1252", "--out", tmp_path / "b", *TINY)
+    assert r.exit_code == 0, r.stderr
+    config = json.loads((tmp_path / "b" / "config.json").read_text())
+    assert config["corpus"]["encoding"] == "cp1252"
+    r = run("prepare", latin, "--encoding", "cp1252", "--out", tmp_path / "prep")
+    assert r.exit_code == 0, r.stderr
+    vocab = json.loads((tmp_path / "prep" / "vocab.json").read_text())
+    assert "\u201c" in json.dumps(vocab, ensure_ascii=False)  # cp1252's 0x93, decoded
+    utf8 = tmp_path / "utf8.txt"
+    utf8.write_text(text, encoding="utf-8")
+    figures = []
+    for path, extra in ((latin, ["--encoding", "cp1252"]), (utf8, [])):
+        r = run("eval", path, "--checkpoint", tmp_path / "b", "--json", *extra)
+        assert r.exit_code == 0, r.stderr
+        figures.append(json.loads(r.stdout))
+    assert figures[0]["loss_nats"] == figures[1]["loss_nats"] and figures[0]["unknown"] == 0
+    # In a directory the file is taken (not skipped as binary) when the encoding is given.
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "dir" / "latin.txt").write_bytes(latin.read_bytes())
+    r = run("train", tmp_path / "dir", "--encoding", "cp1252", "--out", tmp_path / "c", *TINY)
+    assert r.exit_code == 0, r.stderr
+    assert_clean_error(run("train", latin, "--encoding", "klingon", *TINY), "--encoding")

@@ -57,7 +57,7 @@ def test_split_is_deterministic(tmp_path):
 def test_invalid_utf8_names_file_and_offset(tmp_path):
     bad = tmp_path / "bad.txt"
     bad.write_bytes(b"hello world\n" * 10 + b"\xff\xfe oops")
-    with pytest.raises(CharLMError, match=r"bad\.txt: invalid UTF-8 at byte offset 120"):
+    with pytest.raises(CharLMError, match=r"bad\.txt: not UTF-8 \(invalid byte at offset 120\)"):
         prepare([bad], tmp_path / "prep")
     assert not (tmp_path / "prep").exists()
 

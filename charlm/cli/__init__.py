@@ -7,7 +7,7 @@
     diagnose.py  diagnose gradients
 """
 
-from . import diagnose, lm  # noqa: F401  (their commands join the app)
+from . import classify, diagnose, lm  # noqa: F401  (their commands join the app)
 from .app import app, main
 
 __all__ = ["app", "main"]

@@ -10,6 +10,8 @@ import typer
 from rich.table import Table
 
 from ..diagnose import DiagnoseConfig
+from ..options import split_by_owner
+from ..text.sources import ReadConfig
 from .app import group
 from .common import Guard, JsonOpt, err, out
 from .params import with_options
@@ -19,10 +21,10 @@ diagnose_app = group("diagnose", "Look inside a model: how gradients vanish or e
 
 
 @diagnose_app.command("gradients")
-@with_options(DiagnoseConfig)
+@with_options(DiagnoseConfig, ReadConfig)
 def diagnose_gradients(
     text: Annotated[Optional[list[Path]], typer.Argument(
-        help="UTF-8 text files to measure on. Default: the bundled Tiny Shakespeare.")] = None,
+        help="Text files to measure on. Default: the bundled Tiny Shakespeare.")] = None,
     checkpoint: Annotated[Optional[list[Path]], typer.Option(
         help="A run directory or .safetensors file to measure (repeatable).")] = None,
     as_json: JsonOpt = False,
@@ -36,10 +38,13 @@ def diagnose_gradients(
     from ..diagnose import measure, plot as write_plot, table_ks
 
     with Guard():
-        config = DiagnoseConfig.from_given(**options)
+        given = split_by_owner(options, (DiagnoseConfig, ReadConfig))
+        config = DiagnoseConfig.from_given(**given[DiagnoseConfig])
+        reading = ReadConfig.from_given(**given[ReadConfig])
         target = config.plot_path()
         paths = text or [bundled_corpus()]
-        profiles = measure(texts=paths, checkpoints=checkpoint or [], config=config)
+        profiles = measure(texts=paths, checkpoints=checkpoint or [], config=config,
+                           encoding=reading.encoding)
         source = ", ".join(str(p) for p in paths)
         write_plot(profiles=profiles, path=target,
                    title=f"gradient through the state, {source if text else 'Tiny Shakespeare'}")

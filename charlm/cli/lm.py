@@ -3,26 +3,25 @@
 from __future__ import annotations
 
 import json
-import math
-import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from ..evaluate import EvalConfig
 from ..lm_runs import TRAIN_OPTIONS
-from ..options import resumable_flags
+from ..options import resumable_flags, split_by_owner
 from ..budget import describe_rule
 from ..presets import PRESET_NOTES, PRESETS
 from ..sample import SampleConfig
 from ..text.corpus import PrepareConfig
+from ..text.sources import ReadConfig
 from .app import app
 from .common import CheckpointOpt, Guard, JsonOpt, err, out, progress_bar, warn
 from .params import with_options
+from .training_view import TrainView, fmt_rate, run_trainer
 
 # ----- prepare ---------------------------------------------------------------------------------
 
@@ -31,7 +30,7 @@ from .params import with_options
 @with_options(PrepareConfig)
 def prepare(
     corpus: Annotated[list[Path], typer.Argument(
-        help="UTF-8 text files or directories of them (each file is a document).")],
+        help="Text files or directories of them (each file is a document).")],
     out_dir: Annotated[Path, typer.Option("--out", help="Directory to write the prepared corpus "
                                                         "to (must not exist or be empty).")],
     options: dict,
@@ -59,80 +58,34 @@ def prepare(
 
 
 # ----- train -----------------------------------------------------------------------------------
-def _fmt_rate(x: float) -> str:
-    return f"{x / 1000:.1f}k" if x >= 1000 else f"{x:.0f}"
-
-
 def _describe_choice(choice: dict) -> str:
     c = choice["settings"]
     return (f"chosen for {choice['budget']:g} s on this text ({c['num_layers']}x"
             f"{c['hidden_dim']} {c['cell'].upper()}, dropout {c['dropout']:g}, weight drop "
-            f"{c['weight_drop']:g}: measured at {_fmt_rate(choice['symbols_per_s'][choice['model']])}"
+            f"{c['weight_drop']:g}: measured at {fmt_rate(choice['symbols_per_s'][choice['model']])}"
             f" symbols/s, it will read the text about {choice['passes']:g} times)")
 
 
-class _TrainView:
-    """Renders trainer events: a progress bar on stderr, validation lines, save notices."""
-
-    def __init__(self):
-        self.progress = Progress(
-            TextColumn("step {task.fields[step]}"), BarColumn(), TaskProgressColumn(),
-            TextColumn("loss {task.fields[loss]}"), TextColumn("val {task.fields[val]}"),
-            TextColumn("{task.fields[rate]} chars/s"), TextColumn("ETA"), TimeRemainingColumn(),
-            console=err, transient=False)
-        self.task = None
-        self.smooth = None
-        self.rate = None
-        self.val = "-"
-
-    def __call__(self, event: str, data: dict):
-        if event == "start":
-            total = data["total_steps"]
-            budget = f"{total:,} steps" if total else ""
-            if data.get("max_time"):
-                budget += (" or " if budget else "") + f"{data['max_time']:g} s"
-            preset = f"preset {data['preset']}, " if data.get("preset") else ""
-            if data.get("choice"):
-                preset = _describe_choice(data["choice"]) + ", "
-            err.print(f"training on {data['device']}: {preset}{data['parameters']:,} parameters, "
-                      f"{data['lanes']} lanes, {data['chunks_per_epoch']:,} chunks per epoch"
-                      + (f", {budget}" if budget else ""))
-            self.progress.start()
-            self.task = self.progress.add_task("train", total=1000, step=data["step"], loss="-",
-                                               val="-", rate="-")
-        elif event == "step":
-            loss = data["loss"]
-            if math.isfinite(loss):
-                self.smooth = loss if self.smooth is None else 0.95 * self.smooth + 0.05 * loss
-            r = data["symbols_per_s"]
-            self.rate = r if self.rate is None else 0.9 * self.rate + 0.1 * r
-            self.progress.update(self.task, completed=min(data["progress"], 1.0) * 1000,
-                                 step=f"{data['step']:,}", loss=f"{self.smooth:.3f}"
-                                 if self.smooth is not None else "-",
-                                 val=self.val, rate=_fmt_rate(self.rate))
-        elif event == "eval":
-            self.val = f"{data['val_loss']:.3f}"
-            star = " (best)" if data["best"] else ""
-            self.progress.console.print(
-                f"step {data['step']:>6,}  val {data['val_loss']:.4f} nats/symbol  "
-                f"{data['val_bpc']:.4f} bits/char{star}")
-            if self.task is not None:
-                self.progress.update(self.task, val=self.val)
-        elif event == "skip":
-            self.progress.console.print(f"step {data['step']}: non-finite loss or gradient, "
-                                        f"step skipped ({data['bad_steps']} in a row)")
-        elif event == "end":
-            self.stop()
-
-    def stop(self):
-        if self.task is not None:
-            self.progress.stop()
+def _start_line(data: dict) -> str:
+    total = data["total_steps"]
+    budget = f"{total:,} steps" if total else ""
+    if data.get("max_time"):
+        budget += (" or " if budget else "") + f"{data['max_time']:g} s"
+    preset = f"preset {data['preset']}, " if data.get("preset") else ""
+    if data.get("choice"):
+        preset = _describe_choice(data["choice"]) + ", "
+    return (f"training on {data['device']}: {preset}{data['parameters']:,} parameters, "
+            f"{data['lanes']} lanes, {data['chunks_per_epoch']:,} chunks per epoch"
+            + (f", {budget}" if budget else ""))
 
 
+def _eval_line(data: dict) -> tuple[str, str]:
+    return (f"val {data['val_loss']:.4f} nats/symbol  {data['val_bpc']:.4f} bits/char",
+            f"{data['val_loss']:.3f}")
 
 
 @app.command()
-@with_options(*TRAIN_OPTIONS, PrepareConfig, with_presets=True)
+@with_options(*TRAIN_OPTIONS, PrepareConfig, presets=PRESETS)
 def train(
     corpus: Annotated[Optional[list[Path]], typer.Argument(
         help="Text files or directories (or a prepared corpus directory). "
@@ -149,45 +102,31 @@ def train(
     resume: Annotated[Optional[Path], typer.Option(
         help=f"Continue the run in this directory from its last checkpoint. Only "
              f"{', '.join(resumable_flags(TRAIN_OPTIONS))} may change.")] = None,
+    init_from: Annotated[Optional[Path], typer.Option(
+        help="Start from this language model's run (its vocab, cell, sizes and weights) and "
+             "go on training it on the text given, into a new run: e.g. a Shakespeare model "
+             "on your poems. Characters it never saw are read as unknown.")] = None,
     options: dict = None,
 ):
     """Train a model (preparing the corpus first, cached by content) and save it in a run directory."""
     from ..api import build_trainer
 
-    view = _TrainView()
+    view = TrainView(_start_line, _eval_line)
     with Guard():
         stop_bar, update = progress_bar("preparing corpus")
         try:
             trainer = build_trainer(corpus=corpus, out=out_dir, preset=preset, resume=resume,
-                                    report=view, prepare_progress=update, warn=warn, **options)
+                                    report=view, prepare_progress=update, warn=warn,
+                                    init_from=init_from, **options)
         finally:
             stop_bar()
 
-        stopped_by = []
-
-        def request_stop(signum, frame):  # Ctrl-C and SIGTERM: save at the step's end, exit
-            if trainer.stop_requested:
-                raise KeyboardInterrupt
-            trainer.stop_requested = True
-            stopped_by.append(signum)
-            view.progress.console.print("stopping: saving a checkpoint at the end of this step "
-                                        "(press Ctrl-C again to abort without saving)")
-        old = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            summary = trainer.run()
-        finally:
-            view.stop()
-            for s, handler in old.items():
-                signal.signal(s, handler)
+        summary = run_trainer(trainer, view)
         run_dir = summary["run_dir"]
         best = summary["best"]
         scored = f" on {best['val_symbols']:,} symbols" if best and "val_symbols" in best else ""
         best_text = (f"best val {best['val_loss']:.4f} nats/symbol ({best['val_bpc']:.4f} "
                      f"bits/char){scored}, " if best else "")
-        if summary["status"] == "interrupted":
-            err.print(f"interrupted at step {summary['step']:,}: saved {run_dir}/last.safetensors;"
-                      f" continue with: charlm train --resume {run_dir}")
-            raise typer.Exit(128 + (stopped_by[0] if stopped_by else signal.SIGINT))
         steps = f"{summary['step']:,} step{'s' if summary['step'] != 1 else ''}"
         err.print(f"done: {steps} in {summary['elapsed']:.0f} s, {best_text}"
                   f"saved in {run_dir}/")
@@ -195,10 +134,10 @@ def train(
 
 # ----- eval ------------------------------------------------------------------------------------
 @app.command("eval")
-@with_options(EvalConfig)
+@with_options(EvalConfig, ReadConfig)
 def eval_command(
     text: Annotated[Optional[list[Path]], typer.Argument(
-        help="Held-out UTF-8 text files, each cut into documents as the run's corpus was. "
+        help="Held-out text files, each cut into documents as the run's corpus was. "
              "Default: the run's validation split.")] = None,
     checkpoint: CheckpointOpt = None,
     as_json: JsonOpt = False,
@@ -209,10 +148,12 @@ def eval_command(
     from ..text.sources import read_text
 
     with Guard():
-        config = EvalConfig.from_given(**options)
+        given = split_by_owner(options, (EvalConfig, ReadConfig))
+        config = EvalConfig.from_given(**given[EvalConfig])
+        reading = ReadConfig.from_given(**given[ReadConfig])
         lm = load(path=checkpoint, device=config.device)
         if text:
-            split = lm.encode(texts=[read_text(p) for p in text])
+            split = lm.encode(texts=[read_text(p, reading.encoding) for p in text])
             source = ", ".join(str(p) for p in text)
         else:
             split = lm.validation_split()

@@ -17,7 +17,6 @@ from typing import Annotated, Optional
 import typer
 
 from ..options import Options
-from ..presets import PRESETS
 from .common import Guard
 
 
@@ -29,12 +28,14 @@ def _shown(value) -> str:
     return str(value)
 
 
-def help_text(cls: type[Options], name: str, with_presets: bool = False) -> str:
+def help_text(cls: type[Options], name: str, presets: dict[str, dict] | None = None) -> str:
+    """The option's help, with its default, or each of ``presets``' values where they set
+    it."""
     decl = cls.declared()[name]
     default = cls.default(name)
     text = decl.help + (f" One of: {', '.join(decl.choices)}." if decl.choices else "")
-    if with_presets and any(name in p for p in PRESETS.values()):
-        values = {p: _shown(v.get(name, default)) for p, v in PRESETS.items()}
+    if presets and any(name in p for p in presets.values()):
+        values = {p: _shown(v.get(name, default)) for p, v in presets.items()}
         shown = (f"all {next(iter(values.values()))}" if len(set(values.values())) == 1 else
                  ", ".join(f"{p} {v}" for p, v in values.items()))
         return f"{text} Presets: {shown}."
@@ -42,28 +43,34 @@ def help_text(cls: type[Options], name: str, with_presets: bool = False) -> str:
     return f"{text} Default: {shown}."
 
 
-def _parameter(cls: type[Options], name: str, with_presets: bool) -> inspect.Parameter:
+def _parameter(cls: type[Options], name: str, presets: dict | None) -> inspect.Parameter:
     kind = cls.field_type(name)
     flag = cls.flag(name)
     decls = (f"{flag}/--no-{flag[2:]}",) if kind is bool else (flag,)
     if kind not in (bool, int, float, Path):
         kind = str
-    info = typer.Option(*decls, help=help_text(cls, name, with_presets))
+    info = typer.Option(*decls, help=help_text(cls, name, presets))
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
                              annotation=Annotated[Optional[kind], info])
 
 
 def with_options(*classes: type[Options], skip: tuple[str, ...] = (),
-                 with_presets: bool = False):
+                 presets: dict[str, dict] | None = None):
     """Decorate a command to take the command-line options declared by ``classes`` (all but
-    ``skip``); the command receives those given as ``options`` (see the module doc)."""
-    declared = [(cls, name) for cls in classes for name, decl in cls.declared().items()
-                if decl.command_line and name not in skip]
+    ``skip``; an option declared by two of them is offered once); the command receives those
+    given as ``options`` (see the module doc). ``presets``: the command's presets, whose
+    values the help shows."""
+    declared, seen = [], set(skip)
+    for cls in classes:
+        for name, decl in cls.declared().items():
+            if decl.command_line and name not in seen:
+                declared.append((cls, name))
+                seen.add(name)
 
     def decorate(command):
         signature = inspect.signature(command, eval_str=True)
         own = [p for p in signature.parameters.values() if p.name != "options"]
-        extra = [_parameter(cls, name, with_presets) for cls, name in declared]
+        extra = [_parameter(cls, name, presets) for cls, name in declared]
         parse = {name: cls.declared()[name].parse for cls, name in declared}
 
         @functools.wraps(command)

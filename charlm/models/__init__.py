@@ -9,9 +9,10 @@ with a file before building anything.
 from __future__ import annotations
 
 from ..errors import CharLMError
+from .classifier import ClassifierConfig, RecurrentClassifier
 from .language_model import LMConfig, RecurrentLM
 
-KINDS = {cls.kind: cls for cls in (RecurrentLM,)}
+KINDS = {cls.kind: cls for cls in (RecurrentLM, RecurrentClassifier)}
 
 
 def model_class(kind: str) -> type:
@@ -22,4 +23,5 @@ def model_class(kind: str) -> type:
                           f"{', '.join(KINDS)})") from None
 
 
-__all__ = ["KINDS", "LMConfig", "RecurrentLM", "model_class"]
+__all__ = ["KINDS", "ClassifierConfig", "LMConfig", "RecurrentClassifier", "RecurrentLM",
+           "model_class"]

@@ -94,6 +94,21 @@ class RecurrentConfig(Options):
         return 2 if self.cell == "lstm" else 1
 
 
+# The options a trained backbone fixes (its cell and the shapes of its weights); the
+# regularisers may differ in a model that starts from it (--init-from).
+REGULARISERS = ("dropout", "weight_drop", "recurrent_dropout")
+SHAPE_OPTIONS = tuple(name for name in RecurrentConfig.declared() if name not in REGULARISERS)
+
+
+def check_fixed(given: dict, config: RecurrentConfig) -> None:
+    """Refuse options ``given`` that differ from what the trained ``config`` fixes."""
+    fixed = sorted(RecurrentConfig.flag(k) for k, v in given.items()
+                   if k in SHAPE_OPTIONS and v is not None and v != getattr(config, k))
+    if fixed:
+        raise CharLMError(f"the model given with --init-from fixes {', '.join(fixed)} (its "
+                          f"weights are copied); leave them out")
+
+
 class RecurrentBackbone(nn.Module):
     """Embedding and recurrent stack with an explicitly carried state (see the module doc)."""
 
@@ -158,13 +173,22 @@ class RecurrentBackbone(nn.Module):
         """Put lanes where ``mask`` (B,) is true back to the initial state."""
         return reset_where(state, self.initial_state(mask.shape[0]), mask)
 
+    @property
+    def packs(self) -> bool:
+        """Whether ``forward`` can take ``lengths`` (the fused layers read packed sequences)."""
+        return not isinstance(self.rnn, SteppedRNN)
+
     def forward(self, inputs: torch.Tensor, state: State | None = None,
                 reset: torch.Tensor | None = None,
-                readout: nn.Module | None = None) -> tuple[torch.Tensor, State]:
+                readout: nn.Module | None = None,
+                lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, State]:
         """inputs (B, T) ids -> features (B, T, H) and the state after the last input.
 
         ``readout``: the output layer a Jordan network feeds back through (its state is that
-        layer's distribution over the vocab); the other cells ignore it.
+        layer's distribution over the vocab); the other cells ignore it. ``lengths`` (B,), for
+        the fused layers only (``packs``): each row is a text of that many ids followed by PAD;
+        the layers read it packed (``pack_padded_sequence``), so the state returned is each
+        row's after its own last id and the features past a row's end are zeros.
         """
         batch, steps = inputs.shape
         if state is None:
@@ -193,7 +217,13 @@ class RecurrentBackbone(nn.Module):
             self.rnn.set_head(readout.weight.to(x.dtype), readout.bias.to(x.dtype),
                               readout.never)
         try:
-            out, state = self._stretches(x, state, reset, weights)
+            if lengths is not None:
+                if reset is not None or not self.packs:
+                    raise CharLMError("packed sequences are read by the fused layers, with no "
+                                      "reset inside")
+                out, state = self._packed(x, state, lengths.cpu(), weights)
+            else:
+                out, state = self._stretches(x, state, reset, weights)
         finally:
             if stepped:
                 self.rnn.clear_masks()
@@ -207,9 +237,18 @@ class RecurrentBackbone(nn.Module):
         if weights is None:
             out, new = self.rnn(x, state if two else state[0])
         else:  # mixed precision or weight drop: the same layer on other weights
-            state = tuple(s.to(x.dtype) for s in state)
+            dtype = x.data.dtype if isinstance(x, nn.utils.rnn.PackedSequence) else x.dtype
+            state = tuple(s.to(dtype) for s in state)
             out, new = functional_call(self.rnn, weights, (x, state if two else state[0]))
         return out, (new if isinstance(new, tuple) else (new,))
+
+    def _packed(self, x: torch.Tensor, state: State, lengths: torch.Tensor,
+                weights: dict | None) -> tuple[torch.Tensor, State]:
+        packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True,
+                                                   enforce_sorted=False)
+        out, state = self._run(packed, state, weights)
+        out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+        return out, state
 
     def _stretches(self, x: torch.Tensor, state: State, reset: torch.Tensor | None,
                    weights: dict | None) -> tuple[torch.Tensor, State]:

@@ -28,3 +28,23 @@ class NextSymbolHead(nn.Linear):
         else:
             logits = nn.functional.linear(x, self.weight.to(x.dtype), self.bias.to(x.dtype))
         return logits.index_fill_(-1, self.never, float("-inf"))  # safe: linear keeps no output
+
+
+class ClassifierHead(nn.Module):
+    """Dropout and a linear layer, or an MLP, from pooled features (B, F) to logits (B, C)."""
+
+    def __init__(self, features: int, classes: int, hidden: int, dropout: float):
+        super().__init__()
+        self.drop = nn.Dropout(dropout)
+        if hidden:
+            self.hidden = nn.Linear(features, hidden)
+            self.out = nn.Linear(hidden, classes)
+        else:
+            self.hidden = None
+            self.out = nn.Linear(features, classes)
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        x = self.drop(pooled)
+        if self.hidden is not None:
+            x = self.drop(torch.relu(self.hidden(x)))
+        return self.out(x)

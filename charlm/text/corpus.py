@@ -29,10 +29,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CharLMError
-from ..options import Options, fraction, option
+from ..options import fraction, option
 from .documents import DocRange, document_ranges, parse_separator, split_documents
-from .sources import (CORPUS_FORMAT, Source, byte_arrays, char_boundary, collect_files,
-                      file_sha256, is_prepared_dir)
+from .sources import (CORPUS_FORMAT, ReadConfig, Source, byte_arrays, char_boundary,
+                      collect_files, file_sha256, is_prepared_dir, is_utf8)
 from .vocab import BPEVocab, CharVocab, Vocab, codepoints
 
 FORMAT_VERSION = 1
@@ -42,8 +42,8 @@ Progress = Callable[[int, int], None]  # (bytes done, bytes total)
 
 
 @dataclass(frozen=True)
-class PrepareConfig(Options):
-    """How text becomes a prepared corpus."""
+class PrepareConfig(ReadConfig):
+    """How text becomes a prepared corpus (how its files are read, ``encoding``, included)."""
 
     vocab: str = option("char", "Vocabulary: 'char' (one symbol per character) or 'bpe' "
                                 "(byte-level BPE tokens trained on the corpus).",
@@ -267,8 +267,10 @@ def _build_vocab(config: PrepareConfig, docs: list[DocRange],
 
 def prepare(paths: list[Path], out: Path, config: PrepareConfig | None = None,
             progress: Progress | None = None, warn: Callable[[str], None] | None = None,
-            hashes: dict[Path, str] | None = None) -> PreparedCorpus:
-    """Prepare a corpus into directory ``out`` (which must not hold anything yet).
+            hashes: dict[Path, str] | None = None, vocab: Vocab | None = None) -> PreparedCorpus:
+    """Prepare a corpus into directory ``out`` (which must not hold anything yet), with a vocab
+    built from its training split, or ``vocab`` (a model's, to train it further on this text:
+    characters it lacks become UNK).
 
     The result is written to a temporary sibling directory and renamed into place at the end, so
     an interrupted prepare never leaves a half-written corpus behind.
@@ -277,7 +279,7 @@ def prepare(paths: list[Path], out: Path, config: PrepareConfig | None = None,
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise CharLMError(f"{out} already exists and is not empty; choose another --out")
-    files = collect_files(paths, warn)
+    files = collect_files(paths, warn, config.encoding)
     hashes = dict(hashes or {})
     sources: dict[Path, Source] = {}
     try:
@@ -286,9 +288,10 @@ def prepare(paths: list[Path], out: Path, config: PrepareConfig | None = None,
         for path in files:
             if path in sources:
                 continue
-            src = Source(path)
+            src = Source(path, config.encoding)
             sources[path] = src
-            src.check_utf8()
+            if is_utf8(config.encoding):  # a transcoded copy is UTF-8 by construction
+                src.check_utf8()
             if path not in hashes:
                 hashes[path] = file_sha256(path)
             found = [DocRange(path, a, b)
@@ -304,7 +307,8 @@ def prepare(paths: list[Path], out: Path, config: PrepareConfig | None = None,
         train_docs, val_docs = split_train_val(docs, chars, config.val_fraction, sources)
         if not train_docs:
             raise CharLMError("corpus is too small to hold both a training and a validation split")
-        vocab = _build_vocab(config, train_docs, sources)
+        if vocab is None:
+            vocab = _build_vocab(config, train_docs, sources)
 
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
@@ -320,11 +324,12 @@ def prepare(paths: list[Path], out: Path, config: PrepareConfig | None = None,
             meta = {
                 "format": CORPUS_FORMAT,
                 "version": FORMAT_VERSION,
-                "vocab": {"kind": config.vocab, "size": vocab.size, "file": vocab.file_name},
+                "vocab": {"kind": vocab.kind, "size": vocab.size, "file": vocab.file_name},
                 "dtype": vocab.dtype.name,
                 "doc_separator": config.doc_separator,
                 "val_fraction": config.val_fraction,
-                "sources": [{"path": str(p.resolve()), "bytes": len(sources[p]),
+                "encoding": config.encoding,
+                "sources": [{"path": str(p.resolve()), "bytes": sources[p].disk_bytes,
                              "sha256": hashes[p], "documents": per_file[p]} for p in per_file],
                 "splits": splits,
             }
@@ -352,16 +357,22 @@ def cache_root() -> Path:
 
 def prepare_cached(paths: list[Path], config: PrepareConfig | None = None,
                    progress: Progress | None = None,
-                   warn: Callable[[str], None] | None = None) -> PreparedCorpus:
-    """Prepare once per distinct content and options; later calls reuse the cached result."""
+                   warn: Callable[[str], None] | None = None,
+                   vocab: Vocab | None = None) -> PreparedCorpus:
+    """Prepare once per distinct content and options (and given ``vocab``); later calls reuse
+    the cached result."""
     config = config or PrepareConfig()
-    files = collect_files(paths, warn)
+    files = collect_files(paths, warn, config.encoding)
     hashes = {f: file_sha256(f) for f in files}
+    # (UTF-8 is left out of the key, so corpora cached before --encoding existed are found.)
+    encoding = {} if is_utf8(config.encoding) else {"encoding": config.encoding}
+    if vocab is not None:
+        encoding["given_vocab"] = hashlib.sha256(vocab.to_json().encode()).hexdigest()
     key = hashlib.sha256(json.dumps({
         "version": FORMAT_VERSION, "files": [hashes[f] for f in files], "vocab": config.vocab,
         "vocab_size": config.vocab_size if config.vocab == "bpe" else None,
         "val_fraction": config.val_fraction, "doc_separator": config.doc_separator,
-    }, sort_keys=True).encode()).hexdigest()[:16]
+        **encoding}, sort_keys=True).encode()).hexdigest()[:16]
     stem = files[0].stem if len(files) == 1 else Path(paths[0]).name
     out = cache_root() / "corpora" / f"{stem}-{config.vocab}-{key}"
     if (out / "meta.json").exists():
@@ -370,7 +381,7 @@ def prepare_cached(paths: list[Path], config: PrepareConfig | None = None,
         except CharLMError:
             shutil.rmtree(out, ignore_errors=True)  # a damaged cache entry is rebuilt
     # The files are already expanded: nothing more to warn about.
-    return prepare(files, out, config, progress, hashes=hashes)
+    return prepare(files, out, config, progress, hashes=hashes, vocab=vocab)
 
 
 def is_prepared(paths: list[Path]) -> bool:
@@ -380,11 +391,13 @@ def is_prepared(paths: list[Path]) -> bool:
 
 def open_or_prepare(paths: list[Path], given: dict | None = None,
                     progress: Progress | None = None,
-                    warn: Callable[[str], None] | None = None) -> PreparedCorpus:
+                    warn: Callable[[str], None] | None = None,
+                    vocab: Vocab | None = None) -> PreparedCorpus:
     """Open a prepared corpus directory, or prepare text files (cached by content).
 
     ``given``: the preparation options given (PrepareConfig fields; None: not given). Given
-    for an already prepared corpus they are refused rather than silently ignored.
+    for an already prepared corpus they are refused rather than silently ignored. ``vocab``:
+    the vocab to encode with (a prepared corpus must have it), rather than one of its own.
     """
     given = {k: v for k, v in (given or {}).items() if v is not None}
     if is_prepared(paths):
@@ -392,8 +405,20 @@ def open_or_prepare(paths: list[Path], given: dict | None = None,
             named = ", ".join(PrepareConfig.flag(k) for k in given)
             raise CharLMError(f"{paths[0]} is a prepared corpus; {named} apply only to raw text "
                               f"(prepare it again to change them)")
-        return PreparedCorpus.open(Path(paths[0]))
-    return prepare_cached(paths, PrepareConfig.from_given(**given), progress, warn)
+        prepared = PreparedCorpus.open(Path(paths[0]))
+        if vocab is not None and prepared.vocab.to_json() != vocab.to_json():
+            raise CharLMError(f"{paths[0]} was prepared with another vocab than the model's; "
+                              f"give the text files instead")
+        return prepared
+    if vocab is not None:
+        for name in ("vocab", "vocab_size"):
+            if name in given:
+                raise CharLMError(f"{PrepareConfig.flag(name)} does not apply: the text is "
+                                  f"encoded with the model's vocab")
+        given = {**given, "vocab": vocab.kind}
+        if vocab.kind == "bpe":
+            given["vocab_size"] = vocab.size
+    return prepare_cached(paths, PrepareConfig.from_given(**given), progress, warn, vocab)
 
 
 def text_split(vocab: Vocab, texts: list[str], separator: str | None) -> Split:

@@ -10,7 +10,7 @@ from ..options import (Options, at_most, non_negative_int, non_negative_number, 
                        positive_int, positive_number, seed)
 
 OPTIMIZERS = ("adamw", "adam", "rmsprop", "sgd")
-SCHEDULES = ("cosine", "linear", "constant")
+SCHEDULES = ("cosine", "linear", "constant", "slanted")
 MAX_EPOCHS = 1_000_000
 
 
@@ -32,9 +32,19 @@ class TrainConfig(Options):
                                     "run of known length).", flag="--warmup",
                                check=non_negative_int)
     schedule: str = option("cosine", "How the learning rate decays after warmup, over the "
-                                     "run.", choices=SCHEDULES)
+                                     "run; slanted: ULMFiT's slanted triangle, a linear rise "
+                                     "over the first tenth of the run to lr, then a linear "
+                                     "fall to lr/32 (no separate warmup).", choices=SCHEDULES)
     min_lr_ratio: float = option(0.05, "The decay ends at lr x this.", command_line=False,
                                  check=non_negative_number)
+    layer_lr_factor: float = option(
+        1.0, "Discriminative learning rates (ULMFiT: 2.6): the output layer trains at --lr and "
+             "each layer group below it (recurrent layers, then the embedding) at the lr of "
+             "the one above divided by this.", check=positive_number)
+    gradual_unfreeze: bool = option(
+        False, "Gradual unfreezing (ULMFiT): train only the output layer first, then one more "
+               "layer group from the top at each of equal stages over the first half of the "
+               "run.")
     clip_norm: float = option(1.0, "Clip the gradient's global norm to this (0 = off).",
                               check=non_negative_number)
     clip_value: float = option(0.0, "Clip each gradient element to [-v, v] (0 = off).",
@@ -68,6 +78,9 @@ class TrainConfig(Options):
     def check(self) -> None:
         if self.min_lr_ratio > 1:
             raise CharLMError("--min-lr-ratio must be at most 1")
+        if self.layer_lr_factor < 1:
+            raise CharLMError("--layer-lr-factor must be at least 1 (lower layers learn more "
+                              "slowly, never faster)")
 
     @classmethod
     def over(cls, values: dict, given: dict) -> dict:

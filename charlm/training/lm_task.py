@@ -18,7 +18,8 @@ from ..evaluate import BURN_IN, MIN_LANES, EvalConfig, evaluate
 from ..options import Options, non_negative_int, option, positive_int
 from ..predictor import loss_sum
 from ..text.batching import LaneLayout
-from ..text.corpus import PreparedCorpus
+from ..text.corpus import PrepareConfig, PreparedCorpus
+from ..text.vocab import PAD_ID
 from .task import Task
 from .world import World
 
@@ -69,6 +70,10 @@ class LanguageModelTask(Task):
                                  bptt, self.vocab.eod_id)
         # Every process runs the whole layout's number of chunks; each reads its own lanes.
         self.lanes, self.chunks = self.layout.num_lanes, self.layout.chunks_per_epoch
+        # Characters the vocab lacks, in a text encoded with another run's vocab (--init-from):
+        # no target of the loss, as in evaluation.
+        self.unknown_in_training = bool(self.train_split.unknown) and \
+            self.vocab.unk_id is not None
         self.state: tuple[torch.Tensor, ...] | None = None  # the lanes' carried state
         self._next_state = None
 
@@ -86,6 +91,7 @@ class LanguageModelTask(Task):
             "vocab": meta["vocab"],
             "doc_separator": meta.get("doc_separator"),
             "val_fraction": meta.get("val_fraction"),
+            "encoding": meta.get("encoding", PrepareConfig.default("encoding")),
             "sources": meta.get("sources", []),
             "splits": {k: {kk: v[kk] for kk in ("symbols", "documents", "chars")}
                        for k, v in meta["splits"].items()},
@@ -103,6 +109,8 @@ class LanguageModelTask(Task):
         y = torch.from_numpy(batch.targets).to(self.device, non_blocking=True)
         reset = torch.from_numpy(batch.reset).to(self.device, non_blocking=True)
         logits, self._next_state = model(x, self.state, reset)
+        if self.unknown_in_training:  # a model's vocab on new text: UNK is never predicted
+            y = y.masked_fill(y == self.vocab.unk_id, PAD_ID)
         return loss_sum(logits, y)
 
     def end_step(self, kept: bool) -> None:

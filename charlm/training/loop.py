@@ -34,7 +34,7 @@ from ..checkpoint import Checkpoint, load_checkpoint
 from ..devices import COMPUTE_DTYPES, check_fits, resolve_device, resolve_precision
 from ..errors import CharLMError, TooLargeToCount
 from .config import TrainConfig
-from .optim import lr_factor, make_optimizer
+from .optim import lr_factor, make_optimizer, unfrozen_from, uses_layer_groups
 from .run_dir import BEST, LAST, RunDirectory
 from .task import Task
 from .world import World
@@ -47,6 +47,9 @@ Report = Callable[[str, dict], None]
 # FINAL_VALIDATION_SHARE of the budget allows (at least the sample scored during training).
 VALIDATION_SHARE = 0.05
 FINAL_VALIDATION_SHARE = 0.05
+# Sections of a run's config that its setup adds and a resumed run keeps: the model a run
+# started from (--init-from), a linear probe's fit.
+RECORDED = ("init_from", "probe")
 EVAL_SPEEDUP_GUESS = 2.0  # validation's symbols/s over training's, before one is timed (2-3.5x
                           # measured: bench/RESULTS.md section 4)
 
@@ -142,6 +145,7 @@ class Trainer:
         self.report = report or (lambda event, data: None)
         self.preset = preset  # the preset the run was built from, if any
         self.choice = choice  # how settings were chosen for a time budget (charlm.budget)
+        self.recorded: dict = {}  # more sections for the run's config (RECORDED)
         self.stop_requested = False
         self.optimizer = make_optimizer(model, self.config)
         self.pos = Position()
@@ -249,6 +253,7 @@ class Trainer:
             "train": {**self.config.to_dict(), **self.task.config.to_dict()},
             **self.task.data_config(),
             **self.task.describe(),
+            **self.recorded,
         }
 
     def trainer_state(self) -> dict:
@@ -330,6 +335,7 @@ class Trainer:
         task = make_task(ckpt)
         trainer = cls(files, ckpt.model.to(device), task, config, report, world,
                       preset=ckpt.run_config.get("preset"), choice=ckpt.run_config.get("auto"))
+        trainer.recorded = {k: ckpt.run_config[k] for k in RECORDED if k in ckpt.run_config}
         try:
             trainer.load_trainer_state(ckpt.trainer_state)
         except CharLMError:
@@ -369,9 +375,14 @@ class Trainer:
         c, pos = self.config, self.pos
         # Warmup never takes more than a tenth of a run of known length.
         warmup = min(c.warmup_steps, self.total_steps // 10) if self.total_steps else None
-        lr = c.lr * lr_factor(c, pos.step, self.progress(), warmup)
+        progress = self.progress()
+        lr = c.lr * lr_factor(c, pos.step, progress, warmup)
+        lowest = unfrozen_from(c, self.model, progress)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
+            if uses_layer_groups(c):  # gradual unfreezing: groups below ``lowest`` wait
+                for p in group["params"]:
+                    p.requires_grad_(group["layer"] >= lowest)
         dtype = self.compute_dtype
         with self.model.compute_in(dtype) if dtype is not None else nullcontext():
             total, count = self.task.train_loss(self.model, pos.epoch, pos.batch)

@@ -1,13 +1,18 @@
-"""The optimizer and the learning-rate schedule."""
+"""The optimizer, its layer groups, and the learning-rate schedule."""
 
 from __future__ import annotations
 
 import math
+import re
 
 import torch
 from torch import nn
 
 from .config import TrainConfig
+
+SLANTED_RISE = 0.1   # ULMFiT's slanted triangle: the share of the run the rate rises over...
+SLANTED_RATIO = 32.0  # ...and how much lower than the peak it starts and ends
+UNFREEZE_SPAN = 0.5  # gradual unfreezing is done by this share of the run
 
 
 def decays(name: str, p: torch.Tensor) -> bool:
@@ -16,10 +21,41 @@ def decays(name: str, p: torch.Tensor) -> bool:
     return p.dim() >= 2 and "init_state" not in name.split(".")
 
 
+def layer_group(name: str, num_layers: int) -> int:
+    """The layer group of a parameter, from the bottom: 0 the embedding (and a learned initial
+    state), 1..L the recurrent layers, L + 1 everything on top (the output layer, a head)."""
+    if name.startswith("backbone."):
+        layer = re.search(r"_l(\d+)$", name)
+        return int(layer.group(1)) + 1 if layer else 0
+    return num_layers + 1
+
+
+def _num_layers(model: nn.Module) -> int:
+    return getattr(model.config, "num_layers", 0)
+
+
+def uses_layer_groups(cfg: TrainConfig) -> bool:
+    return cfg.layer_lr_factor != 1.0 or cfg.gradual_unfreeze
+
+
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     named = list(model.named_parameters())
-    groups = [{"params": [p for n, p in named if decays(n, p)], "weight_decay": cfg.weight_decay},
-              {"params": [p for n, p in named if not decays(n, p)], "weight_decay": 0.0}]
+    if not uses_layer_groups(cfg):
+        groups = [{"params": [p for n, p in named if decays(n, p)],
+                   "weight_decay": cfg.weight_decay},
+                  {"params": [p for n, p in named if not decays(n, p)], "weight_decay": 0.0}]
+    else:  # one group per layer group and decay, each with its share of the rate
+        layers = _num_layers(model)
+        top = layers + 1
+        groups = []
+        for g in range(top + 1):
+            for decayed in (True, False):
+                params = [p for n, p in named if layer_group(n, layers) == g
+                          and decays(n, p) == decayed]
+                if params:
+                    groups.append({"params": params, "layer": g,
+                                   "lr_scale": cfg.layer_lr_factor ** -(top - g),
+                                   "weight_decay": cfg.weight_decay if decayed else 0.0})
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.99))
     if cfg.optimizer == "adam":
@@ -29,12 +65,27 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
 
 
+def unfrozen_from(cfg: TrainConfig, model: nn.Module, progress: float) -> int:
+    """The lowest layer group that trains at ``progress`` (0: all of them). With gradual
+    unfreezing, the top group alone first, then one more at each of equal stages that end at
+    UNFREEZE_SPAN of the run."""
+    if not cfg.gradual_unfreeze:
+        return 0
+    top = _num_layers(model) + 1
+    stage = int(min(max(progress, 0.0), 1.0) / UNFREEZE_SPAN * top)
+    return max(top - stage, 0)
+
+
 def lr_factor(cfg: TrainConfig, step: int, progress: float, warmup: int | None = None) -> float:
     """Linear warmup over ``warmup`` steps (default ``cfg.warmup_steps``), then decay over the
-    run's progress (0..1)."""
+    run's progress (0..1); the slanted triangle has its own rise instead of the warmup."""
+    p = min(max(progress, 0.0), 1.0)
+    if cfg.schedule == "slanted":
+        shape = p / SLANTED_RISE if p < SLANTED_RISE else \
+            1 - (p - SLANTED_RISE) / (1 - SLANTED_RISE)
+        return (1 + shape * (SLANTED_RATIO - 1)) / SLANTED_RATIO
     warmup = cfg.warmup_steps if warmup is None else warmup
     warm = min(1.0, (step + 1) / warmup) if warmup else 1.0
-    p = min(max(progress, 0.0), 1.0)
     floor = cfg.min_lr_ratio
     if cfg.schedule == "cosine":
         decay = floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * p))

@@ -46,20 +46,51 @@ def new_run_path(name: str) -> Path:
                       keep_extension=False)
 
 
-def find_checkpoint(path: Path | str | None = None, which: str = "best") -> Path:
+def run_kind(run_dir: Path) -> str | None:
+    """The model kind a run directory's config.json names (runs written before kinds existed
+    are language models), None if it cannot be read."""
+    try:
+        config = json.loads((Path(run_dir) / CONFIG).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return config.get("kind", "rnn-lm") if isinstance(config, dict) else None
+
+
+def new_run_dir(name: str | None, out: Path | None) -> Path:
+    """Where a new run goes: ``out``, checked to hold no run and no file charlm did not write,
+    or ``./checkpoints/<name>`` (numbered if taken)."""
+    if out is None:
+        return new_run_path(name or "run")
+    run = RunDirectory(out)
+    if run.path.exists() and not run.path.is_dir():
+        raise CharLMError(f"--out {run.path} exists and is not a directory")
+    if run.holds_run():
+        raise CharLMError(f"--out {run.path} already holds a run; continue it with "
+                          f"--resume {run.path} or choose another --out")
+    foreign = run.foreign_files()
+    if foreign:
+        raise CharLMError(f"--out {run.path} holds files charlm did not write "
+                          f"({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}); "
+                          f"choose a new or empty directory")
+    return run.path
+
+
+def find_checkpoint(path: Path | str | None = None, which: str = "best",
+                    kind: str = "rnn-lm") -> Path:
     """The checkpoint file of a run directory (``which``: best, else last; or last, else best),
-    a checkpoint file itself, or with no path the most recently trained run under
+    a checkpoint file itself, or with no path the most recently trained run of ``kind`` under
     ./checkpoints/."""
     if path is None:
         runs = []
         if DEFAULT_RUNS.is_dir():
             for d in DEFAULT_RUNS.iterdir():
                 files = [d / f for f in (LAST, BEST) if (d / f).is_file()]
-                if files:
+                if files and run_kind(d) == kind:
                     runs.append((max(f.stat().st_mtime for f in files), d))
         if not runs:
-            raise CharLMError(f"no trained run under ./{DEFAULT_RUNS}/; train one with "
-                              f"'charlm train' or pass --checkpoint DIR")
+            command = "charlm train" if kind == "rnn-lm" else "charlm classify train"
+            raise CharLMError(f"no trained run of a {kind} under ./{DEFAULT_RUNS}/; train one "
+                              f"with '{command}' or pass --checkpoint DIR")
         path = max(runs)[1]
     path = Path(path)
     if path.is_dir():
