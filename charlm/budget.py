@@ -7,8 +7,11 @@ no preset and no size option is given.
         │
         ├─ at most SMALL_UP_TO_PASSES: the small model (1x640), unregularised: the budget
         │  reads the text only a few times, and more steps on more text beat capacity
-        └─ more: a few seconds of the large model (2x512) ──> its passes ──> dropout and
-           weight drop by them (none at a few passes, more as it would overfit)
+        └─ more: a few seconds of the large model (2x512) ──> its passes
+              ├─ fewer than LARGE_FROM_PASSES: still the small model (a short budget on a
+              │  short text: the large one would take too few steps to learn)
+              └─ else the large model, dropout and weight drop by its passes (none at a few
+                 passes, more as it would overfit)
     and a validation cadence of about VALIDATIONS_PER_RUN per run.
 
 The rule (``choose``) takes the measurement as a function, so its properties are tested apart
@@ -32,6 +35,7 @@ LARGE = {"cell": "lstm", "num_layers": 2, "hidden_dim": 512, "embed_dim": 64, "b
          "bptt_len": 64, "lr": 3e-3}
 COMMON = {"weight_decay": 0.1, "precision": "auto"}  # gained in every preset (RESULTS section 1)
 SMALL_UP_TO_PASSES = 8.0  # the small model while the budget lets it read the text this often
+LARGE_FROM_PASSES = 4.0   # ...and the large model only where it would read it this often
 
 # The large model's regularisation by the passes over the training text it will make:
 # (passes, dropout, weight drop) points, linear between them, flat beyond the last.
@@ -77,11 +81,14 @@ def choose(budget: float, train_symbols: int, speed: Callable[[dict], float],
         left = max(budget - spent(), 0.0)
         return left * measured[name] / max(train_symbols, 1)
 
-    if (p := passes(SMALL, "small", {})) <= SMALL_UP_TO_PASSES:
-        model, reg, name = SMALL, {"dropout": 0.0, "weight_drop": 0.0}, "small"
-    else:  # timed with weight drop on: it slows a step (its rate does not), up to ~2x here
+    model, reg, name = SMALL, {"dropout": 0.0, "weight_drop": 0.0}, "small"
+    if (p := passes(SMALL, "small", {})) > SMALL_UP_TO_PASSES:
+        # Timed with weight drop on: it slows a step (its rate does not), up to ~2x here.
         p = passes(LARGE, "large", {"weight_drop": REGULARISATION[-1][2]})
-        model, reg, name = LARGE, regularisation(p), "large"
+        if p >= LARGE_FROM_PASSES:
+            model, reg, name = LARGE, regularisation(p), "large"
+        else:  # at the small model's passes in the time now left
+            p = left * measured["small"] / max(train_symbols, 1)
     shape = {**model, **given}
     steps = p * train_symbols / (shape["batch_size"] * shape["bptt_len"])
     every = max(MIN_EVAL_EVERY, int(round(steps / VALIDATIONS_PER_RUN / 50.0)) * 50)
@@ -95,7 +102,8 @@ def choose(budget: float, train_symbols: int, speed: Callable[[dict], float],
 def describe_rule() -> str:
     """The rule in one line, for --help."""
     return (f"a 1x{SMALL['hidden_dim']} LSTM while the budget reads the text at most "
-            f"{SMALL_UP_TO_PASSES:g} times, else a 2x{LARGE['hidden_dim']} LSTM with dropout "
+            f"{SMALL_UP_TO_PASSES:g} times, else (if it reads it at least "
+            f"{LARGE_FROM_PASSES:g} times) a 2x{LARGE['hidden_dim']} LSTM with dropout "
             f"and weight drop rising from 0 at {REGULARISATION[0][0]:g} of its passes to "
             f"{REGULARISATION[-1][1]:g} and {REGULARISATION[-1][2]:g} at "
             f"{REGULARISATION[-1][0]:g}")

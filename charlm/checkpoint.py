@@ -249,7 +249,7 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu",
                 raise TypeError(f"the run config's {key!r} is not a JSON object")
         if trainer_skel is not None and not isinstance(trainer_skel, dict):
             raise TypeError("the trainer state is not a JSON object")
-        config = model_cls.config_class.from_dict(config_dict)
+        config = model_cls.config_class.from_dict(config_dict, strict=True)
         vocab = Vocab.from_json(meta["vocab_kind"], meta["vocab"])
     except (KeyError, ValueError, TypeError, RecursionError, CharLMError) as exc:
         raise CharLMError(f"{path}: checkpoint metadata is damaged ({exc})") from None

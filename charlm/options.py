@@ -172,17 +172,25 @@ class Options:
             else hint
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The options as JSON keeps them (tuples as lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @classmethod
     def from_dict(cls, d: dict, strict: bool = False):
-        """The config saved as ``d``; keys of other configs are ignored unless ``strict``."""
+        """The config saved as ``d`` (lists back to tuples where a field is one); keys of other
+        configs are ignored unless ``strict``."""
         names = {f.name for f in fields(cls)}
         unknown = set(d) - names
         if strict and unknown:
             raise CharLMError(f"{cls.section or cls.__name__} config has unknown fields: "
                               f"{', '.join(sorted(unknown))}")
-        return cls(**{k: v for k, v in d.items() if k in names})
+        return cls(**{k: tuple(v) if isinstance(v, list) and cls._is_tuple(k) else v
+                      for k, v in d.items() if k in names})
+
+    @classmethod
+    def _is_tuple(cls, name: str) -> bool:
+        kind = cls.field_type(name)
+        return kind is tuple or typing.get_origin(kind) is tuple
 
     @classmethod
     def from_given(cls, **given):

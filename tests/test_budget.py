@@ -301,3 +301,16 @@ def test_under_max_time_validation_keeps_to_its_share_of_the_budget(tmp_path, sm
     allowed = loop.FINAL_VALIDATION_SHARE * 400.0 * 100  # symbols at 100 per second
     assert val_symbols > allowed  # so the cap matters here
     assert allowed <= final["val_symbols"] < allowed + 32 and "val_sample_loss" in final
+
+
+def test_a_short_budget_on_a_short_text_keeps_the_small_model():
+    """The small model would read the text more than 8 times, but the large one would read it
+    fewer than LARGE_FROM_PASSES times, too few steps to learn (measured: a 0.3 MB novel at
+    90 s, the large model 2.58 bits/char held out, the small one 2.02)."""
+    symbols = 243_650
+    chosen, record = budget.choose(90, symbols, speeds(22_000, 9_000))
+    assert record["model"] == "small" and chosen["hidden_dim"] == budget.SMALL["hidden_dim"]
+    assert record["passes"] > budget.SMALL_UP_TO_PASSES  # the small model's own passes
+    assert set(record["symbols_per_s"]) == {"small", "large"}  # both were timed
+    chosen, record = budget.choose(600, symbols, speeds(22_000, 9_000))
+    assert record["model"] == "large" and record["passes"] >= budget.LARGE_FROM_PASSES

@@ -69,18 +69,6 @@ class ClassifierConfig(LMConfig):
     def num_classes(self) -> int:
         return len(self.labels)
 
-    def to_dict(self) -> dict:
-        d = super().to_dict()
-        d["labels"] = list(self.labels)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict, strict: bool = True) -> ClassifierConfig:
-        d = dict(d)
-        if "labels" in d:
-            d["labels"] = tuple(d["labels"])
-        return super().from_dict(d, strict=strict)
-
 
 class _Pool:
     """Running pools over the chunks of a batch of texts: the features after each text's last

@@ -46,18 +46,6 @@ class LMConfig(RecurrentConfig):
         UNK."""
         return cls(vocab_size=vocab.size, never_predict=vocab.never_predicted, **options)
 
-    def to_dict(self) -> dict:
-        d = super().to_dict()
-        d["never_predict"] = list(self.never_predict)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict, strict: bool = True) -> LMConfig:
-        d = dict(d)
-        if "never_predict" in d:
-            d["never_predict"] = tuple(d["never_predict"])
-        return super().from_dict(d, strict=strict)
-
 
 class RecurrentLM(nn.Module, NextSymbolModel):
     """Character (or token) language model with an explicitly carried recurrent state."""

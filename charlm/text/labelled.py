@@ -84,14 +84,18 @@ def label_order(labels) -> tuple[str, ...]:
 
 def _lines(path: Path, encoding: str) -> list[str]:
     """The file's lines, ended at \\n alone, \\r before it dropped."""
+    lines = _text(path, encoding).split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # what follows the last line end is no line
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
+def _text(path: Path, encoding: str) -> str:
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise CharLMError(f"{path}: cannot read: {exc.strerror}") from None
-    lines = decode_bytes(data, path, encoding).split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()  # what follows the last line end is no line
-    return [line[:-1] if line.endswith("\r") else line for line in lines]
+    return decode_bytes(data, path, encoding)
 
 
 def _files_in(directory: Path) -> list[Path]:
@@ -184,11 +188,7 @@ class _Reader:
             for sub in _subdirs(d) or [d]:
                 for f in _files_in(sub):
                     self.sources.append(f)
-                    try:
-                        data = f.read_bytes()
-                    except OSError as exc:
-                        raise CharLMError(f"{f}: cannot read: {exc.strerror}") from None
-                    self.add(decode_bytes(data, f, self.config.encoding), sub.name)
+                    self.add(_text(f, self.config.encoding), sub.name)
 
     def files(self, paths: list[Path]) -> None:
         for f in _expand(paths):
@@ -217,11 +217,7 @@ class _Reader:
         c = self.config
         for f in _expand(paths):
             self.sources.append(f)
-            try:
-                data = f.read_bytes()
-            except OSError as exc:
-                raise CharLMError(f"{f}: cannot read: {exc.strerror}") from None
-            rows = csv.DictReader(io.StringIO(decode_bytes(data, f, c.encoding), newline=""),
+            rows = csv.DictReader(io.StringIO(_text(f, c.encoding), newline=""),
                                   delimiter=delimiter)
             columns = rows.fieldnames or []
             for name, flag in ((c.text_column, "--text-column"),
