@@ -76,7 +76,9 @@ def figures(true: np.ndarray, predicted: np.ndarray, labels: tuple[str, ...],
     """Accuracy, macro-F1, per-class precision / recall / F1 / support and the confusion matrix
     (rows: true labels, columns: predicted) of label ids ``true`` against ``predicted``. A
     true id of -1 is a label the model does not know: counted as wrong, and in no class's
-    figures. With ``probabilities``, the mean cross-entropy over the known labels too."""
+    figures. Macro-F1 averages the labels that occur (as a true label or a prediction), as
+    scikit-learn does. With ``probabilities``, the mean cross-entropy over the known labels
+    too."""
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
     known = true >= 0
@@ -90,7 +92,8 @@ def figures(true: np.ndarray, predicted: np.ndarray, labels: tuple[str, ...],
         confusion = [[0] * len(classes) for _ in classes]
     result = {
         "accuracy": float(np.mean(true == predicted)) if len(true) else float("nan"),
-        "macro_f1": float(np.mean(f)),
+        "macro_f1": float(np.mean(f[np.union1d(true[known], predicted[known]).astype(int)]))
+        if known.any() else 0.0,
         "examples": int(len(true)),
         "per_class": {labels[c]: {"precision": float(p[c]), "recall": float(r[c]),
                                   "f1": float(f[c]), "support": int(support[c])}

@@ -23,7 +23,7 @@ from .errors import CharLMError
 from .devices import resolve_device
 from .lm_runs import load_language_model
 from .models import ClassifierConfig, RecurrentClassifier
-from .models.backbone import SHAPE_OPTIONS
+from .models.backbone import REGULARISERS, SHAPE_OPTIONS, check_fixed
 from .models.classifier import from_language_model
 from .options import check_given, check_resumable, resumable, split_by_owner
 from .presets import CLASSIFY_PRESETS, preset
@@ -48,6 +48,8 @@ def read_examples(paths: list[Path], reading: LabelledConfig, warn: Warn | None,
     examples = read_labelled(paths, reading)
     if examples.empty and warn:
         warn(f"{examples.empty:,} empty text(s) in the {what} skipped")
+    for d in examples.skipped if warn else ():
+        warn(f"skipping {d}: unlabelled examples")
     return examples
 
 
@@ -138,9 +140,14 @@ def new_classifier_run(data: list[Path], val: list[Path] | None, out: Path | Non
     name = preset_name or DEFAULT_PRESET
     values = dict(preset(name, CLASSIFY_PRESETS))
     lm = load_language_model(init_from) if init_from is not None else None
-    if lm is not None:  # the language model's backbone fixes the sizes and the cell
-        values = {k: v for k, v in values.items() if k not in SHAPE_OPTIONS}
+    if lm is not None:  # its backbone fixes the sizes and the cell, and keeps its regularisers
+        check_fixed(options, lm.model.config)
+        values = {k: v for k, v in values.items() if k not in SHAPE_OPTIONS + REGULARISERS}
     model_values, task_config, train_config = _configs(TrainConfig.over(values, options))
+    # Every check of the model's options before any data is read (its labels and vocab come
+    # later: stand-ins here).
+    base = {f: getattr(lm.model.config, f) for f in SHAPE_OPTIONS} if lm is not None else {}
+    ClassifierConfig(**{"vocab_size": 3, **base, **model_values, "labels": ("a", "b")})
 
     examples = read_examples(data, reading, warn)
     if val:
@@ -193,8 +200,9 @@ def probe_run(data: list[Path], val: list[Path] | None, out: Path | None, readin
     """A linear probe (``charlm.probe``) on the frozen language model ``init_from``, saved as
     a classifier run (its best checkpoint, no trainer state: there is nothing to resume).
     Returns the summary: the probe's choice and its validation figures."""
-    from .probe import fit_probe
+    from .probe import check_probe, fit_probe
 
+    check_probe(penalty, options.get("head_hidden") or 0)
     trainer = new_classifier_run(data, val, out, None, reading, options, init_from, report,
                                  warn)
     task, model = trainer.task, trainer.model

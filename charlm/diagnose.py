@@ -98,6 +98,9 @@ def measure(texts: list[Path], checkpoints: list[Path], config: DiagnoseConfig,
     models = {}
     for path in checkpoints:
         ckpt = load_checkpoint(find_checkpoint(path))
+        if ckpt.kind != RecurrentLM.kind:
+            raise CharLMError(f"{ckpt.path}: a {ckpt.kind} checkpoint; the diagnostic measures "
+                              f"language models")
         models[str(path)] = (ckpt.model, ckpt.vocab)
     cells = config.fresh_cells(with_checkpoints=bool(checkpoints))
     if cells:

@@ -62,6 +62,10 @@ def new_run(corpus: list[Path], out: Path | None, preset_name: str | None,
     lm = load_language_model(init_from) if init_from is not None else None
     if lm is not None:
         check_fixed(options, lm.model.config)
+        if options.get("tie_weights", lm.model.config.tie_weights) != \
+                lm.model.config.tie_weights:
+            raise CharLMError("the model given with --init-from fixes --tie-weights (its "
+                              "weights are copied); leave it out")
         name = preset_name or DEFAULT_PRESET
         kept = ("vocab_size", "never_predict")  # the vocab's, the same as the model's
         values = {**{k: v for k, v in preset(name).items() if k not in LMConfig.declared()},

@@ -15,6 +15,8 @@ linear head whose weights are the regression's (the feature standardisation fold
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -22,6 +24,7 @@ from .classify import padded
 from .errors import CharLMError
 
 PROBE_C = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
+MAX_ITER = 1000
 PENALTIES = ("l2", "l1")
 FEATURE_BATCH = 64
 
@@ -47,33 +50,46 @@ def _fit(x: np.ndarray, y: np.ndarray, c: float, penalty: str, seed: int):
 
     from sklearn.linear_model import LogisticRegression
 
-    solver = "liblinear" if penalty == "l1" else "lbfgs"
-    # scikit-learn 1.8 words the penalty as l1_ratio (and deprecates "penalty"); older ones
-    # take "penalty".
+    # L1: liblinear for two labels, saga (multinomial) for more; L2: lbfgs. scikit-learn 1.8
+    # words the penalty as l1_ratio (and deprecates "penalty"); older ones take "penalty".
+    solver = ("liblinear" if len(np.unique(y)) == 2 else "saga") if penalty == "l1" else "lbfgs"
     if inspect.signature(LogisticRegression).parameters["penalty"].default == "deprecated":
         kind = {"l1_ratio": 1.0 if penalty == "l1" else 0.0}
     else:
         kind = {"penalty": penalty}
-    model = LogisticRegression(C=c, solver=solver, max_iter=2000, random_state=seed, **kind)
-    return model.fit(x, y)
+    model = LogisticRegression(C=c, solver=solver, max_iter=MAX_ITER, tol=1e-3,
+                               random_state=seed % 2**32, **kind)
+    try:
+        with warnings.catch_warnings():  # an unconverged fit is still a fit; C is chosen
+            warnings.simplefilter("ignore", category=UserWarning)
+            return model.fit(x, y)
+    except ValueError as exc:
+        raise CharLMError(f"the probe's logistic regression failed: {exc}") from None
+
+
+def check_probe(penalty: str, head_hidden: int) -> None:
+    """Refuse a probe that cannot be fitted, before anything is read or written."""
+    if penalty not in PENALTIES:
+        raise CharLMError(f"--probe-penalty must be one of {', '.join(PENALTIES)}")
+    if head_hidden:
+        raise CharLMError("the probe fits a linear head; leave out --head-hidden")
 
 
 def fit_probe(classifier, train_ids, train_labels: np.ndarray, val_ids, val_labels,
               penalty: str = "l2", seed: int = 0, report=None) -> dict:
     """Fit the regression on the frozen features of ``classifier`` (its backbone copied from a
     language model) and write it into the classifier's linear head. Returns the choice: C,
-    validation accuracy of each C tried, and the units with a non-zero weight."""
-    if penalty not in PENALTIES:
-        raise CharLMError(f"--probe-penalty must be one of {', '.join(PENALTIES)}")
-    if classifier.head.hidden is not None:
-        raise CharLMError("the probe fits a linear head; leave out --head-hidden")
+    the accuracy of each C tried (on the validation texts, or without any on the training
+    texts: "chosen_on"), and the features with a non-zero weight."""
+    check_probe(penalty, classifier.config.head_hidden)
     x = features(classifier, train_ids)
     mean, sd = x.mean(axis=0), x.std(axis=0) + 1e-6
     xs = (x - mean) / sd
+    chosen_on = "validation"
     if val_ids is not None and len(val_ids):
         xv = (features(classifier, val_ids) - mean) / sd
-    else:
-        xv, val_labels = xs, train_labels  # no validation data: chosen on the training fit
+    else:  # no validation data: chosen on the training fit
+        xv, val_labels, chosen_on = xs, train_labels, "training"
     tried, best = {}, None
     for c in PROBE_C:
         fitted = _fit(xs, train_labels, c, penalty, seed)
@@ -100,4 +116,5 @@ def fit_probe(classifier, train_ids, train_labels: np.ndarray, val_ids, val_labe
         classifier.head.out.bias.copy_(torch.from_numpy(bias).float())
     units = int(np.count_nonzero(np.abs(coef).sum(axis=0) > 0))
     return {"C": c, "val_accuracy": accuracy, "tried": {str(k): v for k, v in tried.items()},
-            "penalty": penalty, "units": units, "features": int(x.shape[1])}
+            "chosen_on": chosen_on, "penalty": penalty, "units": units,
+            "features": int(x.shape[1])}

@@ -85,6 +85,9 @@ def test_a_padded_batch_gives_the_logits_of_one_text_at_a_time(options, pooling)
         model.config = replace(model.config, max_length=4)
         chunked = model(*padded(ids, list(range(len(ids))), "cpu"))
         assert torch.allclose(chunked, alone, atol=1e-5)
+        if model.backbone.packs:
+            packed = model(*padded(ids, list(range(len(ids))), "cpu"), packed=True)
+            assert torch.allclose(packed, alone, atol=1e-5)
     probs = torch.softmax(batch, -1)
     assert torch.allclose(probs.sum(-1), torch.ones(len(ids)))
 
@@ -131,17 +134,22 @@ def _train(tmp_path, data, out="run", **options):
     return trainer, trainer.run()
 
 
-@pytest.mark.parametrize("batching", ["bucketed", "packed"])
-def test_a_classifier_learns_and_resumes_exactly(tmp_path, batching):
+RUNS = {"bucketed": {"batching": "bucketed"},
+        "packed, weight drop": {"batching": "packed", "weight_drop": 0.2},
+        "ulmfit, bf16": {"layer_lr_factor": 2.6, "schedule": "slanted",
+                         "gradual_unfreeze": True, "precision": "bf16"}}
+
+
+@pytest.mark.parametrize("options", RUNS.values(), ids=RUNS.keys())
+def test_a_classifier_learns_and_resumes_exactly(tmp_path, options):
     data = labelled_file(tmp_path / "data.txt")
-    full, summary = _train(tmp_path, data, "full", batching=batching)
+    full, summary = _train(tmp_path, data, "full", **options)
     assert summary["best"]["val_accuracy"] >= 0.8  # chance is 0.5
     evals = [m for m in read_metrics(tmp_path / "full") if "val_accuracy" in m]
     assert [m["step"] for m in evals] == [30, 60]
     split = new_classifier_run([data], None, tmp_path / "split", "tiny", {},
                                {"max_steps": 60, "eval_every": 30, "save_every": 30,
-                                "lr": 1e-2, "warmup_steps": 0, "device": "cpu",
-                                "batching": batching})
+                                "lr": 1e-2, "warmup_steps": 0, "device": "cpu", **options})
     split.report = lambda event, d: setattr(split, "stop_requested",
                                             event == "step" and d["step"] == 45)
     assert split.run()["status"] == "interrupted"
@@ -178,15 +186,23 @@ def test_checkpoint_round_trip_gives_identical_logits(tmp_path):
     assert ckpt.vocab.to_json() == trainer.task.vocab.to_json()
 
 
-def test_balance_weights_classes_by_inverse_frequency(tmp_path):
+@pytest.mark.parametrize("balance", [False, True])
+def test_balance_weights_classes_by_inverse_frequency(tmp_path, balance):
     data = tmp_path / "data.txt"
     data.write_text("".join(f"{'1' if i % 4 == 0 else '0'} text {i}\n" for i in range(80)))
     trainer = new_classifier_run([data], None, tmp_path / "run", "tiny", {},
-                                 {"balance": True, "device": "cpu", "val_fraction": 0.0})
-    weights = trainer.task.weights
-    counts = np.bincount(trainer.task.train.labels)
-    assert np.isclose((weights[trainer.task.train.labels]).mean(), 1.0)
-    assert np.isclose(weights[0] * counts[0], weights[1] * counts[1])
+                                 {"balance": balance, "device": "cpu", "val_fraction": 0.0})
+    task, model = trainer.task, trainer.model.eval()  # no dropout: the same logits twice
+    rows = task.batches(0)[0]
+    total, count = task.train_loss(model, 0, 0)
+    # By hand: each text's cross-entropy, weighted by n / (classes x its class's count).
+    x, lengths = padded(task.train.encoded.ids, rows, "cpu")
+    log_p = torch.log_softmax(model(x, lengths).float(), -1)
+    y = task.train.labels[rows]
+    counts = np.bincount(task.train.labels)
+    weight = len(task.train) / (2 * counts[y]) if balance else np.ones(len(y))
+    expected = -(torch.from_numpy(weight).float() * log_p[torch.arange(len(y)), y]).sum()
+    assert count == len(rows) and torch.allclose(total, expected, rtol=1e-5)
 
 
 def test_predict_stream_reads_lazily_in_order(tmp_path):
@@ -258,9 +274,10 @@ def test_predict_arguments_file_stdin_and_top(tmp_path, trained):
     assert [row[-1] for row in rows] == ["good film", "bad plot"]
     assert all(row[0] in ("0", "1") and 0.5 <= float(row[1]) <= 1 for row in rows)
     lines = tmp_path / "in.txt"
-    lines.write_text("good film\r\nbad plot\n")
+    lines.write_text("good film\r\n\n  bad plot  \n")
     r = run("classify", "predict", "--file", lines, "--checkpoint", trained, "--json",
             "--top", "2")
+    assert "1 empty line(s) skipped" in r.stderr
     objects = [json.loads(line) for line in r.stdout.splitlines()]
     assert [o["text"] for o in objects] == ["good film", "bad plot"]
     assert all(len(o["top"]) == 2 and o["top"][0][0] == o["label"] for o in objects)
@@ -287,6 +304,10 @@ def test_classify_bad_input_gets_one_line(tmp_path, trained):
         (["classify", "eval", single, "--checkpoint", tmp_path], "not a charlm run"),
         (["sample", "--checkpoint", trained], "not a language model"),
         (["classify", "train", single, "--init-from", lm_run, *TINY], "not a language model"),
+        (["diagnose", "gradients", "--checkpoint", trained], "measures language models"),
+        (["classify", "train", single, "--cell", "irnn", "--weight-drop", "0.1", *TINY],
+         "do not suit --cell irnn"),
+        (["classify", "train", single, "--probe-penalty", "l1", *TINY], "only with --probe"),
     ]:
         r = run(*args)
         assert r.exit_code == 1, (args, r.stdout, r.stderr)
@@ -330,9 +351,12 @@ def test_classifier_from_a_language_model_through_the_cli(tmp_path, language_mod
     assert r.exit_code == 1 and "fixes --hidden" in r.stderr
 
 
-@pytest.mark.parametrize("penalty", ["l2", "l1"])
-def test_the_probe_is_an_ordinary_classifier(tmp_path, language_model, penalty):
+@pytest.mark.parametrize("penalty,labels", [("l2", 2), ("l1", 2), ("l1", 3)])
+def test_the_probe_is_an_ordinary_classifier(tmp_path, language_model, penalty, labels):
     data = labelled_file(tmp_path / "data.txt")
+    if labels == 3:  # a third label: the multinomial fit
+        with data.open("a") as f:
+            f.write("".join(f"2 neutral plot {i}\n" for i in range(40)))
     r = run("classify", "train", data, "--init-from", language_model, "--probe",
             "--probe-penalty", penalty, "--out", tmp_path / "probe", "--device", "cpu")
     assert r.exit_code == 0, r.stderr
@@ -351,10 +375,19 @@ def test_the_probe_is_an_ordinary_classifier(tmp_path, language_model, penalty):
 def test_language_model_goes_on_training_on_new_text(tmp_path, language_model):
     poems = tmp_path / "poems.txt"
     poems.write_text(("Shall I compare thee to a summer's day? \u00e6\n" * 300))
+    import charlm
+    # Set up, not yet trained: the language model's weights, and the unknown character is
+    # no target (its logit is -inf: the loss would not be finite).
+    trainer = charlm.build_trainer(poems, out=tmp_path / "fresh", init_from=language_model,
+                                   max_steps=6, device="cpu")
+    start = charlm.load(language_model).model.state_dict()
+    assert same_weights(params(trainer.model), {k: v for k, v in start.items()})
+    assert trainer.task.train_split.unknown > 0 and trainer.task.unknown_in_training
+    total, count = trainer.task.train_loss(trainer.model, 0, 0)
+    assert torch.isfinite(total)
     r = run("train", poems, "--init-from", language_model, "--out", tmp_path / "more",
             "--max-steps", "6", "--eval-every", "3", "--device", "cpu")
     assert r.exit_code == 0, r.stderr
-    import charlm
     old, new = charlm.load(language_model), charlm.load(tmp_path / "more")
     assert new.vocab.to_json() == old.vocab.to_json()  # \u00e6 is unknown to it: UNK
     assert new.config.hidden_dim == old.config.hidden_dim

@@ -148,3 +148,15 @@ def test_bad_data_gets_one_clear_line(tmp_path):
 def test_label_order_is_numeric_for_numbers():
     assert label_order(["10", "2", "1"]) == ("1", "2", "10")
     assert label_order(["pos", "neg"]) == ("neg", "pos")
+
+
+def test_unsup_is_no_label_and_a_byte_order_mark_no_text(tmp_path):
+    for label in ("pos", "neg", "unsup"):
+        (tmp_path / "train" / label).mkdir(parents=True)
+        (tmp_path / "train" / label / "0.txt").write_text(f"a {label} review")
+    examples = _read([tmp_path / "train"])
+    assert set(examples.labels) == {"pos", "neg"}
+    assert examples.skipped == [tmp_path / "train" / "unsup"]
+    csv_file = tmp_path / "sheet.csv"  # as a spreadsheet saves "CSV UTF-8"
+    csv_file.write_bytes("\ufefftext,label\nhello,a\nbye,b\n".encode("utf-8"))
+    assert _pairs(_read([csv_file])) == [("a", "hello"), ("b", "bye")]

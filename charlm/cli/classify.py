@@ -76,9 +76,9 @@ def classify_train(
         "--probe", help="With --init-from: freeze the language model and fit a logistic "
                         "regression on its pooled final state (a linear probe) instead of "
                         "training.")] = False,
-    probe_penalty: Annotated[str, typer.Option(
+    probe_penalty: Annotated[Optional[str], typer.Option(
         help=f"The probe's penalty: {', '.join(PENALTIES)} (l1 leaves few units with a "
-             f"weight). Default: l2.")] = "l2",
+             f"weight). Default: l2.")] = None,
     out_dir: Annotated[Optional[Path], typer.Option(
         "--out", help="Run directory. Default: ./checkpoints/<data name> (numbered if "
                       "taken).")] = None,
@@ -103,15 +103,17 @@ def classify_train(
         else:
             if not data:
                 raise CharLMError("give the labelled data to train on")
+            if probe_penalty is not None and not probe:
+                raise CharLMError("--probe-penalty applies only with --probe")
             if probe:
                 if init_from is None:
                     raise CharLMError("--probe needs --init-from LM_RUN (the model to probe)")
                 summary = probe_run(data, val, out_dir, reading, train_options, init_from,
-                                    probe_penalty, warn=warn)
+                                    probe_penalty or "l2", warn=warn)
                 choice, best = summary["probe"], summary["best"]
                 err.print(f"probe: {choice['penalty']} logistic regression on "
-                          f"{choice['features']:,} features, C {choice['C']:g} (validation "
-                          f"accuracy by C: " + ", ".join(f"{c} {a:.4f}" for c, a in
+                          f"{choice['features']:,} features, C {choice['C']:g} "
+                          f"({choice['chosen_on']} accuracy by C: " + ", ".join(f"{c} {a:.4f}" for c, a in
                                                           choice["tried"].items())
                           + f"); {choice['units']:,} features with a non-zero weight",
                           markup=False)
@@ -165,6 +167,8 @@ def classify_eval(
                  f"as UNK)")
         if plot is not None:
             from ..classify import confusion_plot
+            if plot.exists():  # made while the texts were read
+                raise CharLMError(f"--plot {plot} exists; choose another path or remove it")
             confusion_plot(result["confusion"], labels, plot,
                            title=f"{ckpt.path.parent.name}: {', '.join(map(str, data))}")
         if as_json:
@@ -215,8 +219,8 @@ def classify_predict(
         min=1, help="Show the K likeliest labels. Default: 1.")] = 1,
     options: dict = None,
 ):
-    """A label and its probability for each text, streamed as the texts are read (any number
-    of lines in flat memory)."""
+    """A label and its probability for each text (stripped of the whitespace around it; empty
+    ones skipped), streamed as the texts are read (any number of lines in flat memory)."""
     from ..classify import predict_stream
     from ..classify_runs import load_classifier
     from ..text.sources import lines_of
@@ -238,7 +242,16 @@ def classify_predict(
             if sys.stdin.isatty():
                 err.print("reading texts from stdin, one per line (Ctrl-D to end)")
             source = lines_of(sys.stdin.buffer, Path("<stdin>"), reading.encoding)
-        for text, ranked in predict_stream(ckpt.model, ckpt.vocab, source, top=top):
+        empty = [0]
+
+        def cleaned(texts):  # as training reads texts: stripped, empty ones skipped
+            for text in texts:
+                text = text.strip()
+                if text:
+                    yield text
+                else:
+                    empty[0] += 1
+        for text, ranked in predict_stream(ckpt.model, ckpt.vocab, cleaned(source), top=top):
             label, p = ranked[0]
             if as_json:
                 line = json.dumps({"text": text, "label": label, "probability": p,
@@ -249,3 +262,5 @@ def classify_predict(
                 line = f"{shown}\t{text}"
             sys.stdout.write(line + "\n")
         sys.stdout.flush()
+        if empty[0]:
+            warn(f"{empty[0]:,} empty line(s) skipped")

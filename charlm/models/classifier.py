@@ -53,7 +53,7 @@ class ClassifierConfig(LMConfig):
                                  check=fraction)
     max_length: int = option(
         512, "Texts are read in chunks of at most this many symbols with the state carried "
-             "(memory per batch stays bounded; the figures do not depend on it).",
+             "(memory per batch stays bounded; predictions do not depend on it).",
         check=positive_int)
 
     def check(self) -> None:
@@ -187,12 +187,6 @@ class RecurrentClassifier(nn.Module):
                 packed: bool = False) -> torch.Tensor:
         """Logits (B, C) for the texts (see ``features``)."""
         return self.head(self.features(ids, lengths, packed))
-
-
-def classifier_options() -> tuple[str, ...]:
-    """The options the classifier adds to the backbone's (not the language model's head's)."""
-    backbone = {f.name for f in fields(LMConfig)}
-    return tuple(f.name for f in fields(ClassifierConfig) if f.name not in backbone)
 
 
 def from_language_model(lm: nn.Module, labels: tuple[str, ...], **options) -> RecurrentClassifier:

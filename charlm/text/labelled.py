@@ -4,8 +4,8 @@ Layouts (``--format``; ``auto`` tells them apart where that is unambiguous):
 
     folders         a directory whose sub-directories are the labels, one example per file
                     (the aclImdb layout: train/pos/*.txt, train/neg/*.txt), or several
-                    directories given, each a label (train/pos train/neg: aclImdb's train/
-                    also holds unsup/, which is not a label)
+                    directories given, each a label (train/pos train/neg); a sub-directory
+                    named unsup (aclImdb's unlabelled reviews) is passed over
     files           files whose names are the labels (without the extension), one example per
                     non-empty line (the names layout: names/Russian.txt, names/Greek.txt); a
                     directory of such files, or the files themselves
@@ -38,6 +38,8 @@ from .sources import ReadConfig, decode_bytes
 FORMATS = ("auto", "folders", "files", "csv", "tsv", "jsonl", "labelled-lines")
 BY_EXTENSION = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 FASTTEXT = "__label__"
+UNLABELLED = ("unsup",)  # sub-directories that hold unlabelled examples (aclImdb's train/)
+csv.field_size_limit(1 << 30)  # a whole review (or book) in one field
 SNIFF_LINES = 200      # lines of a plain file looked at to tell labelled lines from a list
 MAX_SNIFFED_LABELS = 20  # labelled lines have at most this many distinct first fields there...
 LABELS_PER_LINE = 5      # ...and at least this many lines per distinct one
@@ -65,6 +67,7 @@ class Examples:
     sources: list[Path] = field(default_factory=list)  # the files read
     empty: int = 0                                      # empty texts skipped
     format: str = ""
+    skipped: list[Path] = field(default_factory=list)  # directories of unlabelled examples
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -78,7 +81,7 @@ def label_order(labels) -> tuple[str, ...]:
     name."""
     names = set(labels)
     if all(re.fullmatch(r"-?\d+", n) for n in names):
-        return tuple(sorted(names, key=int))
+        return tuple(sorted(names, key=lambda n: (int(n), n)))
     return tuple(sorted(names))
 
 
@@ -169,6 +172,7 @@ class _Reader:
         self.texts: list[str] = []
         self.labels: list[str] = []
         self.sources: list[Path] = []
+        self.skipped: list[Path] = []  # directories of unlabelled examples passed over
         self.empty = 0
 
     def add(self, text: str, label: str) -> None:
@@ -185,7 +189,10 @@ class _Reader:
             if not d.is_dir():
                 raise CharLMError(f"{d}: --format folders needs directories (a sub-directory "
                                   f"per label, or a directory per label)")
-            for sub in _subdirs(d) or [d]:
+            subdirs = [s for s in _subdirs(d) if s.name not in UNLABELLED]
+            for skipped in sorted(set(_subdirs(d)) - set(subdirs)):
+                self.skipped.append(skipped)
+            for sub in subdirs or [d]:
                 for f in _files_in(sub):
                     self.sources.append(f)
                     self.add(_text(f, self.config.encoding), sub.name)
@@ -219,7 +226,10 @@ class _Reader:
             self.sources.append(f)
             rows = csv.DictReader(io.StringIO(_text(f, c.encoding), newline=""),
                                   delimiter=delimiter)
-            columns = rows.fieldnames or []
+            try:
+                columns = rows.fieldnames or []
+            except csv.Error as exc:
+                raise CharLMError(f"{f}, line 1: {exc}") from None
             for name, flag in ((c.text_column, "--text-column"),
                                (c.label_column, "--label-column")):
                 if name not in columns:
@@ -286,7 +296,8 @@ def read_labelled(paths: list[Path] | Path, config: LabelledConfig | None = None
     if not reader.texts:
         raise CharLMError(f"no examples in {shown}" + (f" ({reader.empty:,} empty texts "
                                                          f"skipped)" if reader.empty else ""))
-    return Examples(reader.texts, reader.labels, reader.sources, reader.empty, layout)
+    return Examples(reader.texts, reader.labels, reader.sources, reader.empty, layout,
+                    reader.skipped)
 
 
 def check_trainable(examples: Examples, where: str) -> None:

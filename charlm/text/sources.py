@@ -165,7 +165,10 @@ def _transcoded(path: Path, source, encoding: str):
             except UnicodeDecodeError as exc:
                 raise _bad_encoding(path, encoding, max(offset - pending + exc.start, 0)) \
                     from None
-            out.write(text.encode(UTF8, "surrogatepass"))
+            try:
+                out.write(text.encode(UTF8))
+            except UnicodeEncodeError:  # e.g. a lone surrogate of a damaged UTF-16 file
+                raise _bad_encoding(path, encoding, offset) from None
             offset += len(block)
             if not block:
                 break
@@ -262,9 +265,11 @@ def decode_bytes(data: bytes, path: Path, encoding: str = UTF8) -> str:
     """``data`` (the contents of ``path``) decoded, or the one-line error naming the file, the
     byte offset and, for UTF-8, the option."""
     try:
-        return data.decode(encoding)
+        text = data.decode(encoding)
     except UnicodeDecodeError as exc:
         raise _decode_error(path, encoding, exc.start) from None
+    # A byte-order mark (spreadsheets write one before UTF-8 CSV) is no text.
+    return text[1:] if text.startswith("\ufeff") and is_utf8(encoding) else text
 
 
 def char_boundary(data, pos: int, end: int) -> int:

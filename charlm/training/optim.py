@@ -23,7 +23,11 @@ def decays(name: str, p: torch.Tensor) -> bool:
 
 def layer_group(name: str, num_layers: int) -> int:
     """The layer group of a parameter, from the bottom: 0 the embedding (and a learned initial
-    state), 1..L the recurrent layers, L + 1 everything on top (the output layer, a head)."""
+    state; a tied output matrix is the embedding's), 1..L the recurrent layers (a Jordan
+    network's feedback readout with its top layer), L + 1 everything on top (the output
+    layer, a head)."""
+    if name.startswith("readout."):
+        return num_layers
     if name.startswith("backbone."):
         layer = re.search(r"_l(\d+)$", name)
         return int(layer.group(1)) + 1 if layer else 0

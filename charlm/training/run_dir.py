@@ -47,13 +47,25 @@ def new_run_path(name: str) -> Path:
 
 
 def run_kind(run_dir: Path) -> str | None:
-    """The model kind a run directory's config.json names (runs written before kinds existed
-    are language models), None if it cannot be read."""
+    """The model kind of a run directory: what its config.json names, else its checkpoint's
+    metadata (runs written before kinds existed are language models); None if neither can be
+    read."""
     try:
         config = json.loads((Path(run_dir) / CONFIG).read_text(encoding="utf-8"))
+        if isinstance(config, dict):
+            return config.get("kind", "rnn-lm")
     except (OSError, ValueError):
-        return None
-    return config.get("kind", "rnn-lm") if isinstance(config, dict) else None
+        pass
+    from safetensors import safe_open
+
+    for name in (BEST, LAST):
+        try:
+            with safe_open(str(Path(run_dir) / name), framework="pt") as f:
+                meta = f.metadata() or {}
+            return meta.get("kind", "rnn-lm")
+        except Exception:  # a damaged file: the next, or none
+            continue
+    return None
 
 
 def new_run_dir(name: str | None, out: Path | None) -> Path:
