@@ -412,9 +412,13 @@ def test_discriminative_rates_and_gradual_unfreezing():
     scale = {g["layer"]: g["lr_scale"] for g in opt.param_groups}
     assert scale == {0: 1 / 8, 1: 1 / 4, 2: 1 / 2, 3: 1.0}
     assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
-    # The head alone for the first sixth, then one group more each sixth; all from half-way.
+    # By the run's progress: the head alone for the first sixth, then one group more each
+    # sixth, all from half-way...
     assert [unfrozen_from(cfg, model, p) for p in (0.0, 0.13, 0.25, 0.4, 0.5, 1.0)] == \
         [3, 3, 2, 1, 0, 0]
+    # ...or one group more each epoch (ULMFiT), whichever comes first.
+    assert [unfrozen_from(cfg, model, 0.0, e) for e in range(5)] == [3, 2, 1, 0, 0]
+    assert unfrozen_from(cfg, model, 0.4, 1) == 1
     assert unfrozen_from(TrainConfig(), model, 0.0) == 0
 
 

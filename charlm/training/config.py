@@ -42,9 +42,9 @@ class TrainConfig(Options):
              "each layer group below it (recurrent layers, then the embedding) at the lr of "
              "the one above divided by this.", check=positive_number)
     gradual_unfreeze: bool = option(
-        False, "Gradual unfreezing (ULMFiT): train only the output layer first, then one more "
-               "layer group from the top at each of equal stages over the first half of the "
-               "run.")
+        False, "Gradual unfreezing (ULMFiT): train only the output layer in the first epoch, "
+               "then one more layer group from the top each epoch (sooner in a run of few "
+               "epochs: all train from half-way).")
     clip_norm: float = option(1.0, "Clip the gradient's global norm to this (0 = off).",
                               check=non_negative_number)
     clip_value: float = option(0.0, "Clip each gradient element to [-v, v] (0 = off).",

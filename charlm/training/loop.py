@@ -377,7 +377,7 @@ class Trainer:
         warmup = min(c.warmup_steps, self.total_steps // 10) if self.total_steps else None
         progress = self.progress()
         lr = c.lr * lr_factor(c, pos.step, progress, warmup)
-        lowest = unfrozen_from(c, self.model, progress)
+        lowest = unfrozen_from(c, self.model, progress, pos.epoch)
         for group in self.optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
             if uses_layer_groups(c):  # gradual unfreezing: groups below ``lowest`` wait

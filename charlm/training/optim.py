@@ -69,15 +69,15 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
 
 
-def unfrozen_from(cfg: TrainConfig, model: nn.Module, progress: float) -> int:
-    """The lowest layer group that trains at ``progress`` (0: all of them). With gradual
-    unfreezing, the top group alone first, then one more at each of equal stages that end at
-    UNFREEZE_SPAN of the run."""
+def unfrozen_from(cfg: TrainConfig, model: nn.Module, progress: float, epoch: int = 0) -> int:
+    """The lowest layer group that trains at ``progress`` in ``epoch`` (0: all of them). With
+    gradual unfreezing, the top group alone first, then one more per epoch (as ULMFiT), or
+    sooner where the run is short in epochs: the stages end by UNFREEZE_SPAN of the run."""
     if not cfg.gradual_unfreeze:
         return 0
     top = _num_layers(model) + 1
-    stage = int(min(max(progress, 0.0), 1.0) / UNFREEZE_SPAN * top)
-    return max(top - stage, 0)
+    by_progress = int(min(max(progress, 0.0), 1.0) / UNFREEZE_SPAN * top)
+    return max(top - max(epoch, by_progress), 0)
 
 
 def lr_factor(cfg: TrainConfig, step: int, progress: float, warmup: int | None = None) -> float:
