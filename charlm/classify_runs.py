@@ -165,9 +165,10 @@ def new_classifier_run(data: list[Path], val: list[Path] | None, out: Path | Non
     if unseen and warn:
         warn(f"validation labels the training data lacks (counted as wrong): "
              + ", ".join(f"{k} ({v:,})" for k, v in sorted(unseen.items())))
-    if lm is not None and warn and train_set.encoded.unknown:
-        warn(f"{train_set.encoded.unknown:,} character(s) of the training texts are unknown to "
-             f"the language model's vocab (read as UNK)")
+    for which, part in (("training", train_set), ("validation", val_set)):
+        if lm is not None and warn and part is not None and part.encoded.unknown:
+            warn(f"{part.encoded.unknown:,} character(s) of the {which} texts are unknown to "
+                 f"the language model's vocab (read as UNK)")
 
     if lm is not None:
         torch.manual_seed(train_config.seed)
@@ -206,14 +207,15 @@ def probe_run(data: list[Path], val: list[Path] | None, out: Path | None, readin
     trainer = new_classifier_run(data, val, out, None, reading, options, init_from, report,
                                  warn)
     task, model = trainer.task, trainer.model
+    # Fitted before the run directory is made: a fit that fails leaves nothing behind.
+    choice = fit_probe(model, task.train.encoded.ids, task.train.labels,
+                       task.val.encoded.ids if task.val else None,
+                       task.val.labels if task.val else None, penalty,
+                       trainer.config.seed, report)
     trainer.files.acquire()
     try:
         if trainer.files.holds_run():
             raise CharLMError(f"{trainer.run_dir} already holds a run")
-        choice = fit_probe(model, task.train.encoded.ids, task.train.labels,
-                           task.val.encoded.ids if task.val else None,
-                           task.val.labels if task.val else None, penalty,
-                           trainer.config.seed, report)
         trainer.recorded = {"probe": choice}
         trainer.write_run_files()
         record = task.validate(model) or {"val_accuracy": choice["val_accuracy"]}

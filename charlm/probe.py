@@ -1,7 +1,8 @@
-"""The linear probe: a language model frozen, its pooled final state as features, a logistic
-regression on top (scikit-learn's ``LogisticRegression``), as Radford et al. 2017 probed their
-byte-level LSTM. With an L1 penalty few units keep a weight: the figure says how few carry the
-decision.
+"""The linear probe: a language model frozen, its pooled top-layer state as features (the
+classifier's ``--pooling``: the last state, or by default the last state with its max and mean
+over the text), a logistic regression on top (scikit-learn's ``LogisticRegression``), as Radford
+et al. 2017 probed their byte-level LSTM. With an L1 penalty few units keep a weight: the
+figure says how few of the top layer's units carry the decision.
 
 The regression becomes an ordinary classifier checkpoint: the language model's backbone and a
 linear head whose weights are the regression's (the feature standardisation folded in), so
@@ -80,7 +81,7 @@ def fit_probe(classifier, train_ids, train_labels: np.ndarray, val_ids, val_labe
     """Fit the regression on the frozen features of ``classifier`` (its backbone copied from a
     language model) and write it into the classifier's linear head. Returns the choice: C,
     the accuracy of each C tried (on the validation texts, or without any on the training
-    texts: "chosen_on"), and the features with a non-zero weight."""
+    texts: "chosen_on"), the features with a non-zero weight and the units they belong to."""
     check_probe(penalty, classifier.config.head_hidden)
     x = features(classifier, train_ids)
     mean, sd = x.mean(axis=0), x.std(axis=0) + 1e-6
@@ -114,7 +115,15 @@ def fit_probe(classifier, train_ids, train_labels: np.ndarray, val_ids, val_labe
     with torch.no_grad():
         classifier.head.out.weight.copy_(torch.from_numpy(weight).float())
         classifier.head.out.bias.copy_(torch.from_numpy(bias).float())
-    units = int(np.count_nonzero(np.abs(coef).sum(axis=0) > 0))
+    weighted = np.abs(coef).sum(axis=0) > 0
     return {"C": c, "val_accuracy": accuracy, "tried": {str(k): v for k, v in tried.items()},
-            "chosen_on": chosen_on, "penalty": penalty, "units": units,
-            "features": int(x.shape[1])}
+            "chosen_on": chosen_on, "penalty": penalty, "features": int(x.shape[1]),
+            "weighted_features": int(np.count_nonzero(weighted)),
+            "units": weighted_units(weighted, classifier.config.hidden_dim)}
+
+
+def weighted_units(weighted: np.ndarray, hidden: int) -> int:
+    """How many of the top layer's ``hidden`` units have a weight on any of their pooled
+    features (``weighted``: per feature; concat pooling holds each unit three times: its last
+    value, its max and its mean)."""
+    return int(np.count_nonzero(weighted.reshape(-1, hidden).any(axis=0)))

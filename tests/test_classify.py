@@ -274,7 +274,7 @@ def test_predict_arguments_file_stdin_and_top(tmp_path, trained):
     assert [row[-1] for row in rows] == ["good film", "bad plot"]
     assert all(row[0] in ("0", "1") and 0.5 <= float(row[1]) <= 1 for row in rows)
     lines = tmp_path / "in.txt"
-    lines.write_text("good film\r\n\n  bad plot  \n")
+    lines.write_bytes("\ufeffgood film\r\n\n  bad plot  \n".encode())  # as Notepad saves it
     r = run("classify", "predict", "--file", lines, "--checkpoint", trained, "--json",
             "--top", "2")
     assert "1 empty line(s) skipped" in r.stderr
@@ -308,11 +308,16 @@ def test_classify_bad_input_gets_one_line(tmp_path, trained):
         (["classify", "train", single, "--cell", "irnn", "--weight-drop", "0.1", *TINY],
          "do not suit --cell irnn"),
         (["classify", "train", single, "--probe-penalty", "l1", *TINY], "only with --probe"),
+        (["classify", "eval", latin, "--checkpoint", trained], "give it with --encoding"),
+        (["classify", "predict", "--file", latin, "--checkpoint", trained],
+         "give it with --encoding"),
     ]:
+        before = sorted(tmp_path.rglob("*"))
         r = run(*args)
         assert r.exit_code == 1, (args, r.stdout, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1 and pattern in r.stderr, r.stderr
         assert "Traceback" not in r.stderr
+        assert sorted(tmp_path.rglob("*")) == before, args  # nothing written
     r = run("classify", "train", latin, "--encoding", "latin-1", "--out", tmp_path / "l", *TINY)
     assert r.exit_code == 0, r.stderr
 
@@ -363,13 +368,29 @@ def test_the_probe_is_an_ordinary_classifier(tmp_path, language_model, penalty, 
     assert "features with a non-zero weight" in r.stderr
     config = json.loads((tmp_path / "probe" / "config.json").read_text())
     choice = config["probe"]
-    assert choice["penalty"] == penalty and 0 < choice["units"] <= choice["features"]
+    assert choice["penalty"] == penalty and choice["features"] == 3 * 24  # concat pooling
+    assert 0 < choice["units"] <= 24
+    assert choice["units"] <= choice["weighted_features"] <= 3 * choice["units"]
+    # Through the command line, the backbone is the language model's, weight for weight.
+    probe = load_classifier(tmp_path / "probe").model.backbone.state_dict()
+    lm = load_checkpoint(language_model / "best.safetensors").model.backbone.state_dict()
+    assert probe.keys() == lm.keys() and all(torch.equal(probe[k], lm[k]) for k in lm)
     # The checkpoint predicts as the regression did: its accuracy on the validation texts
     # is the probe's.
     best = [m for m in read_metrics(tmp_path / "probe") if "val_accuracy" in m][-1]
     assert best["val_accuracy"] == pytest.approx(choice["val_accuracy"])
     r = run("classify", "train", "--resume", tmp_path / "probe")
     assert r.exit_code == 1 and "probe" in r.stderr
+
+
+def test_a_unit_counts_once_for_its_three_pooled_features():
+    from charlm.probe import weighted_units
+
+    # hidden 3, concat pooling: [last 0..2 | max 0..2 | mean 0..2]
+    weighted = np.array([False, False, True, False, False, False, True, False, True])
+    assert weighted_units(weighted, 3) == 2  # unit 2 (last and mean) and unit 0 (mean)
+    assert weighted_units(np.zeros(9, dtype=bool), 3) == 0
+    assert weighted_units(np.array([True, False, True]), 3) == 2  # last pooling
 
 
 def test_language_model_goes_on_training_on_new_text(tmp_path, language_model):

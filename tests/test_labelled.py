@@ -145,6 +145,41 @@ def test_bad_data_gets_one_clear_line(tmp_path):
         _read([missing_label])
 
 
+def test_tsv_keeps_quotation_marks_and_an_unclosed_csv_quote_is_an_error(tmp_path):
+    tsv = tmp_path / "quotes.tsv"
+    tsv.write_text('text\tlabel\n"Brilliant," she said\tpos\nnot "good"\tneg\n'
+                   'a \"stray quote\tneg\nlast\tpos\n')
+    assert _pairs(_read([tsv])) == [("neg", 'a "stray quote'), ("neg", 'not "good"'),
+                                    ("pos", '"Brilliant," she said'), ("pos", "last")]
+    bad = tmp_path / "open.csv"  # the quote would otherwise swallow every later row
+    bad.write_text('text,label\n"never closed,pos\nnext,neg\nmore,pos\n')
+    with pytest.raises(CharLMError, match="open.csv, line [0-9]+: unexpected end of data"):
+        _read([bad])
+
+
+def test_more_bad_data_gets_one_clear_line(tmp_path):
+    (tmp_path / "nothing").mkdir()
+    with pytest.raises(CharLMError, match="holds no files"):
+        _read([tmp_path / "nothing"])
+    header_only = tmp_path / "header.csv"
+    header_only.write_text("text,label\n")
+    with pytest.raises(CharLMError, match="no examples"):
+        _read([header_only])
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"text": "fine", "label": "a"}\n{"text": "cut off\n')
+    with pytest.raises(CharLMError, match="broken.jsonl, line 2: not a JSON object"):
+        _read([broken])
+    empty_label = tmp_path / "fast.txt"
+    empty_label.write_text("__label__ no label here\n" * 3)
+    with pytest.raises(CharLMError, match="line 1: an empty label"):
+        _read([empty_label], format="labelled-lines")
+    (tmp_path / "mixed").mkdir()
+    (tmp_path / "mixed" / "a.csv").write_text("text,label\nx,1\n")
+    (tmp_path / "mixed" / "b.jsonl").write_text('{"text": "y", "label": "0"}\n')
+    with pytest.raises(CharLMError, match="mixes files of several formats"):
+        _read([tmp_path / "mixed"])
+
+
 def test_label_order_is_numeric_for_numbers():
     assert label_order(["10", "2", "1"]) == ("1", "2", "10")
     assert label_order(["pos", "neg"]) == ("neg", "pos")

@@ -74,8 +74,8 @@ def classify_train(
              "vocab, cell and sizes; characters it never saw read as unknown).")] = None,
     probe: Annotated[bool, typer.Option(
         "--probe", help="With --init-from: freeze the language model and fit a logistic "
-                        "regression on its pooled final state (a linear probe) instead of "
-                        "training.")] = False,
+                        "regression on its pooled top-layer state (--pooling: the last state, "
+                        "or with its max and mean) instead of training: a linear probe.")] = False,
     probe_penalty: Annotated[Optional[str], typer.Option(
         help=f"The probe's penalty: {', '.join(PENALTIES)} (l1 leaves few units with a "
              f"weight). Default: l2.")] = None,
@@ -115,7 +115,8 @@ def classify_train(
                           f"{choice['features']:,} features, C {choice['C']:g} "
                           f"({choice['chosen_on']} accuracy by C: " + ", ".join(f"{c} {a:.4f}" for c, a in
                                                           choice["tried"].items())
-                          + f"); {choice['units']:,} features with a non-zero weight",
+                          + f"); {choice['weighted_features']:,} features with a non-zero "
+                            f"weight, from {choice['units']:,} of the top layer's units",
                           markup=False)
                 err.print(f"done: val accuracy {best['val_accuracy']:.4f}, saved in "
                           f"{summary['run_dir']}/", markup=False)

@@ -52,8 +52,10 @@ class ClassifierConfig(LMConfig):
     head_dropout: float = option(0.1, "Dropout on what the head reads (and in an MLP head).",
                                  check=fraction)
     max_length: int = option(
-        512, "Texts are read in chunks of at most this many symbols with the state carried "
-             "(memory per batch stays bounded; predictions do not depend on it).",
+        512, "Texts are read in chunks of at most this many symbols with the state carried, "
+             "so the last state sees the whole text (predictions do not depend on it; in "
+             "eval and predict memory per batch stays bounded, in training the gradient "
+             "runs through every chunk).",
         check=positive_int)
 
     def check(self) -> None:

@@ -10,7 +10,9 @@ Layouts (``--format``; ``auto`` tells them apart where that is unambiguous):
                     non-empty line (the names layout: names/Russian.txt, names/Greek.txt); a
                     directory of such files, or the files themselves
     csv, tsv        a header row, then one example per row; the columns --text-column and
-                    --label-column (default "text" and "label")
+                    --label-column (default "text" and "label"); CSV fields may be quoted
+                    (an unclosed quote is an error), TSV fields are read as they stand
+                    (a tab ends a field, a line ends a row, quotation marks are text)
     jsonl           one JSON object per line with those two keys
     labelled-lines  the label is each line's first field: fastText's "__label__pos great film"
                     (the label is "pos") or "1 great film"
@@ -224,8 +226,11 @@ class _Reader:
         c = self.config
         for f in _expand(paths):
             self.sources.append(f)
+            # CSV as spreadsheets write it (quoted fields, an unclosed quote an error); TSV as
+            # data sets ship it, unquoted: a text may begin with a quotation mark.
+            quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
             rows = csv.DictReader(io.StringIO(_text(f, c.encoding), newline=""),
-                                  delimiter=delimiter)
+                                  delimiter=delimiter, quoting=quoting, strict=True)
             try:
                 columns = rows.fieldnames or []
             except csv.Error as exc:

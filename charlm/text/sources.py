@@ -228,7 +228,8 @@ class Source:
 def lines_of(stream, path: Path, encoding: str = UTF8) -> Iterator[str]:
     """The lines of a binary ``stream`` (``path`` names it in errors) in ``encoding``, read a
     line at a time: ended at "\\n" alone (a Latin-1 text may hold U+0085, which other line
-    rules split at), a "\\r" before it dropped. Closes the stream at the end."""
+    rules split at), a "\\r" before it dropped, a UTF-8 byte-order mark at the start dropped.
+    Closes the stream at the end."""
     ascii_lines = "\n".encode(encoding) == b"\n"
     try:
         if ascii_lines:  # the byte offset of a bad line can be named
@@ -238,6 +239,8 @@ def lines_of(stream, path: Path, encoding: str = UTF8) -> Iterator[str]:
                     line = raw.decode(encoding)
                 except UnicodeDecodeError as exc:
                     raise _decode_error(path, encoding, offset + exc.start) from None
+                if offset == 0 and line.startswith("\ufeff") and is_utf8(encoding):
+                    line = line[1:]  # a byte-order mark is no text
                 offset += len(raw)
                 yield _line(line)
         else:
