@@ -165,8 +165,9 @@ def new_classifier_run(data: list[Path], val: list[Path] | None, out: Path | Non
     if unseen and warn:
         warn(f"validation labels the training data lacks (counted as wrong): "
              + ", ".join(f"{k} ({v:,})" for k, v in sorted(unseen.items())))
-    for which, part in (("training", train_set), ("validation", val_set)):
-        if lm is not None and warn and part is not None and part.encoded.unknown:
+    checked = (("training", train_set), ("validation", val_set)) if lm is not None and warn else ()
+    for which, part in checked:
+        if part is not None and part.encoded.unknown:
             warn(f"{part.encoded.unknown:,} character(s) of the {which} texts are unknown to "
                  f"the language model's vocab (read as UNK)")
 

@@ -239,8 +239,8 @@ def lines_of(stream, path: Path, encoding: str = UTF8) -> Iterator[str]:
                     line = raw.decode(encoding)
                 except UnicodeDecodeError as exc:
                     raise _decode_error(path, encoding, offset + exc.start) from None
-                if offset == 0 and line.startswith("\ufeff") and is_utf8(encoding):
-                    line = line[1:]  # a byte-order mark is no text
+                if offset == 0:
+                    line = without_bom(line, encoding)
                 offset += len(raw)
                 yield _line(line)
         else:
@@ -271,7 +271,12 @@ def decode_bytes(data: bytes, path: Path, encoding: str = UTF8) -> str:
         text = data.decode(encoding)
     except UnicodeDecodeError as exc:
         raise _decode_error(path, encoding, exc.start) from None
-    # A byte-order mark (spreadsheets write one before UTF-8 CSV) is no text.
+    return without_bom(text, encoding)
+
+
+def without_bom(text: str, encoding: str) -> str:
+    """``text`` without a UTF-8 byte-order mark at its start (spreadsheets and Notepad write
+    one): it is no text."""
     return text[1:] if text.startswith("\ufeff") and is_utf8(encoding) else text
 
 
