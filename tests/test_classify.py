@@ -383,6 +383,21 @@ def test_the_probe_is_an_ordinary_classifier(tmp_path, language_model, penalty, 
     assert r.exit_code == 1 and "probe" in r.stderr
 
 
+def test_an_l1_probe_keeps_few_features_where_one_carries_the_label():
+    from charlm.probe import _fit
+
+    # 40 features of noise, one (index 7) that tells the label: the L1 fit puts weight on
+    # hardly any but that one, the L2 fit on every one.
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    x = rng.normal(size=(400, 41))
+    x[:, 7] += 3.0 * (2 * y - 1)
+    sparse = np.flatnonzero(_fit(x, y, 0.05, "l1", 0).coef_[0])
+    dense = np.flatnonzero(_fit(x, y, 0.05, "l2", 0).coef_[0])
+    assert 7 in sparse and len(sparse) <= 4
+    assert len(dense) == 41
+
+
 def test_a_unit_counts_once_for_its_three_pooled_features():
     from charlm.probe import weighted_units
 
