@@ -21,7 +21,7 @@ from .checkpoint import load_checkpoint
 from .classify import encode, label_ids
 from .errors import CharLMError
 from .devices import resolve_device
-from .lm_runs import load_language_model
+from .lm_runs import join_world, load_language_model
 from .models import ClassifierConfig, RecurrentClassifier
 from .models.backbone import REGULARISERS, SHAPE_OPTIONS, check_fixed
 from .models.classifier import from_language_model
@@ -34,6 +34,7 @@ from .training.classify_task import ClassificationTask, ClassifyTaskConfig, Labe
 from .training.config import TrainConfig
 from .training.loop import Report, Trainer, fresh_model
 from .training.run_dir import BEST, LAST, find_checkpoint, new_run_dir
+from .training.world import launched_ranks
 
 CLASSIFY_OPTIONS = (ClassifierConfig, ClassifyTaskConfig, TrainConfig)
 DEFAULT_PRESET = "default"
@@ -148,6 +149,7 @@ def new_classifier_run(data: list[Path], val: list[Path] | None, out: Path | Non
     # later: stand-ins here).
     base = {f: getattr(lm.model.config, f) for f in SHAPE_OPTIONS} if lm is not None else {}
     ClassifierConfig(**{"vocab_size": 3, **base, **model_values, "labels": ("a", "b")})
+    world = join_world(train_config.device)
 
     examples = read_examples(data, reading, warn)
     if val:
@@ -192,8 +194,9 @@ def new_classifier_run(data: list[Path], val: list[Path] | None, out: Path | Non
     task = ClassificationTask(train_set, val_set, labels, vocab, task_config,
                               train_config.seed, record)
     first = Path(data[0])
-    run_dir = new_run_dir(first.stem if first.is_file() else first.resolve().name, out)
-    return Trainer(run_dir, model, task, train_config, report, preset=name)
+    run_dir = world.main_decides(
+        lambda: new_run_dir(first.stem if first.is_file() else first.resolve().name, out))
+    return Trainer(run_dir, model, task, train_config, report, world, preset=name)
 
 
 def probe_run(data: list[Path], val: list[Path] | None, out: Path | None, reading: dict,
@@ -205,6 +208,8 @@ def probe_run(data: list[Path], val: list[Path] | None, out: Path | None, readin
     from .probe import check_probe, fit_probe
 
     check_probe(penalty, options.get("head_hidden") or 0)
+    if launched_ranks() > 1:
+        raise CharLMError("--probe fits in one process: run it without torchrun")
     trainer = new_classifier_run(data, val, out, None, reading, options, init_from, report,
                                  warn)
     task, model = trainer.task, trainer.model
@@ -245,6 +250,8 @@ def resume_classifier_run(run_dir: Path, options: dict, report: Report | None = 
         raise CharLMError(f"--resume {run_dir}: a {ckpt.kind} run, not a classifier's; "
                           f"continue it with charlm train --resume")
     check_resumable(options, ckpt.run_config, CLASSIFY_OPTIONS)
+    world = join_world(options.get("device")
+                       or (ckpt.run_config.get("train") or {}).get("device", "auto"))
     data = ckpt.run_config.get("data", {})
     try:
         reading = LabelledConfig.from_dict(data["reading"])
@@ -277,4 +284,4 @@ def resume_classifier_run(run_dir: Path, options: dict, report: Report | None = 
         return ClassificationTask(train_set, val_set, labels, checkpoint.vocab, task_config,
                                   train_cfg.get("seed", TrainConfig.default("seed")), data)
     overrides = {k: v for k, v in options.items() if resumable(k, CLASSIFY_OPTIONS)}
-    return Trainer.resume(run_dir, make_task, overrides, report)
+    return Trainer.resume(run_dir, make_task, overrides, report, world)

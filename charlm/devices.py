@@ -22,7 +22,18 @@ def _mps_available() -> bool:
 
 def resolve_device(name: str) -> torch.device:
     """The device for ``--device`` (auto: cuda, then mps, then cpu); one that is not there is
-    refused. (Which names exist is the option's own check.)"""
+    refused. (Which names exist is the option's own check.) Under torchrun each process takes
+    its own GPU, the one of its LOCAL_RANK."""
+    if name in ("auto", "cuda") and torch.cuda.is_available():
+        rank = os.environ.get("LOCAL_RANK", "")
+        if rank.isdigit() and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+            index = int(rank)
+            if index >= torch.cuda.device_count():
+                raise CharLMError(f"process {index} on this machine has no GPU of its own "
+                                  f"({torch.cuda.device_count()} here); start at most that "
+                                  f"many per machine (--nproc_per_node)")
+            torch.cuda.set_device(index)
+            return torch.device("cuda", index)
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")

@@ -18,6 +18,7 @@ from pathlib import Path
 from . import budget
 from .budget import AUTO
 from .checkpoint import load_checkpoint
+from .devices import resolve_device
 from .errors import CharLMError
 from .models import LMConfig, RecurrentLM
 from .options import check_given, check_resumable, resumable, split_by_owner
@@ -29,6 +30,7 @@ from .training.config import TrainConfig
 from .training.lm_task import LanguageModelTask, LMTaskConfig
 from .training.loop import Report, Trainer, fresh_model
 from .training.run_dir import LAST, RunDirectory, find_checkpoint, new_run_dir
+from .training.world import World, launched_ranks
 
 # A new run refuses a --max-time budget that preparing the corpus and setting up (measuring
 # speeds included) took more than this share of.
@@ -74,13 +76,16 @@ def new_run(corpus: list[Path], out: Path | None, preset_name: str | None,
     else:
         name = choose_preset(preset_name, options)
         values = {**budget.SMALL, **budget.COMMON} if name == AUTO else preset(name)
-    _configs(TrainConfig.over(values, options))  # every check, before any corpus is prepared
-    prepared = open_or_prepare(corpus, prepare_given, progress, warn,
-                               vocab=lm.vocab if lm is not None else None)
-    run_dir = _new_run_dir(corpus, out, prepare_given.get("encoding"))
+    checked = _configs(TrainConfig.over(values, options))  # every check, before any corpus
+    world = join_world(checked[0].device)                    # is prepared
+    with world.main_first():  # the others find it in the cache
+        prepared = open_or_prepare(corpus, prepare_given, progress if world.is_main else None,
+                                   warn, vocab=lm.vocab if lm is not None else None)
+    run_dir = world.main_decides(lambda: _new_run_dir(corpus, out, prepare_given.get("encoding")))
     choice = None
-    if name == AUTO:
-        values, choice = _choose_for_budget(prepared, options, lambda: time.perf_counter() - t0)
+    if name == AUTO:  # measured and chosen by the main process, for all
+        values, choice = world.main_decides(lambda: _choose_for_budget(
+            prepared, options, lambda: time.perf_counter() - t0))
     train_config, task_config, model_config = _configs(TrainConfig.over(values, options),
                                                        prepared.vocab)
     task = LanguageModelTask(prepared, task_config)
@@ -90,12 +95,21 @@ def new_run(corpus: list[Path], out: Path | None, preset_name: str | None,
     trainer = Trainer(run_dir, model, task, train_config, report, preset=name, choice=choice)
     if lm is not None:
         trainer.recorded = {"init_from": str(Path(lm.path).resolve())}
-    trainer.pos.elapsed = trainer.pos.setup = setup = time.perf_counter() - t0
+    setup = world.from_main(time.perf_counter() - t0)
+    trainer.pos.elapsed = trainer.pos.setup = setup
     if train_config.max_time and setup > SETUP_SHARE * train_config.max_time:
         raise CharLMError(f"setting the run up took {setup:.1f} s of the {train_config.max_time:g}"
                           f" s budget (--max-time counts it), leaving too little to train; give "
                           f"a larger --max-time")
     return trainer
+
+
+def join_world(device: str) -> World:
+    """This process's place among those torchrun started for the run (alone without it; the
+    device is checked with the rest of the run's options then)."""
+    if launched_ranks() == 1:
+        return World()
+    return World.join(resolve_device(device))
 
 
 def _configs(values: dict, vocab=None) -> tuple[TrainConfig, LMTaskConfig, LMConfig | None]:
@@ -117,7 +131,8 @@ def _choose_for_budget(prepared: PreparedCorpus, options: dict,
         task = LanguageModelTask(prepared, task_config)
         model = fresh_model(RecurrentLM, model_config, train_config)
         with tempfile.TemporaryDirectory() as tmp:  # nothing is written there
-            trainer = Trainer(RunDirectory(Path(tmp), writes=False), model, task, train_config)
+            trainer = Trainer(RunDirectory(Path(tmp), writes=False), model, task, train_config,
+                              world=World())  # this process alone
             return budget.measure(trainer.train_step, options["max_time"])
 
     symbols = prepared.split("train").symbols
@@ -155,7 +170,11 @@ def resume_run(run_dir: Path, corpus: list[Path] | None, prepare_given: dict, op
     if ckpt.kind != RecurrentLM.kind:
         raise CharLMError(f"--resume {run_dir}: a {ckpt.kind} run, not a language model's")
     check_resumable(options, ckpt.run_config, TRAIN_OPTIONS)
-    prepared = _resumed_corpus(run_dir, ckpt, corpus, prepare_given, progress, warn)
+    world = join_world(options.get("device")
+                       or (ckpt.run_config.get("train") or {}).get("device", "auto"))
+    with world.main_first():
+        prepared = _resumed_corpus(run_dir, ckpt, corpus, prepare_given,
+                                   progress if world.is_main else None, warn)
     if prepared.vocab.to_json() != ckpt.vocab.to_json():
         raise CharLMError("cannot resume on this corpus: its vocab differs from the run's")
 
@@ -168,7 +187,7 @@ def resume_run(run_dir: Path, corpus: list[Path] | None, prepare_given: dict, op
                               f"({type(exc).__name__}: {exc})") from None
         return LanguageModelTask(prepared, config)
     overrides = {k: v for k, v in options.items() if resumable(k, TRAIN_OPTIONS)}
-    return Trainer.resume(run_dir, make_task, overrides, report)
+    return Trainer.resume(run_dir, make_task, overrides, report, world)
 
 
 def _resumed_corpus(run_dir: Path, ckpt, corpus: list[Path] | None, given: dict,

@@ -20,7 +20,7 @@ from ..text.sources import ReadConfig
 from .app import group
 from .common import Guard, JsonOpt, err, out, warn
 from .params import with_options
-from .training_view import TrainView, run_trainer
+from .training_view import TrainView, run_trainer, where
 
 classify_app = group("classify", "Classify whole texts (many-to-one): train a classifier from "
                                  "scratch or on a trained language model, evaluate it, predict "
@@ -45,7 +45,7 @@ def _start_line(data: dict) -> str:
     budget = f"{total:,} steps" if total else ""
     if data.get("max_time"):
         budget += (" or " if budget else "") + f"{data['max_time']:g} s"
-    return (f"training on {data['device']}: preset {data['preset']}, {data['parameters']:,} "
+    return (f"training on {where(data)}: preset {data['preset']}, {data['parameters']:,} "
             f"parameters, {data['examples']:,} texts ({len(data['labels'])} labels), "
             f"{data['val_examples']:,} to validate on, {data['batches_per_epoch']:,} batches "
             f"per epoch" + (f", {budget}" if budget else ""))

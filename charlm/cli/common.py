@@ -7,15 +7,20 @@ import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
+import torch
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
 from ..errors import CharLMError
+from ..training.world import is_main_process
 
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-out = Console(highlight=False)
+# Of the processes torchrun starts for one run, the main one alone speaks (the others would
+# say the same; a crash of theirs still shows its traceback).
+_speaks = is_main_process()
+err = Console(stderr=True, highlight=False, soft_wrap=True, quiet=not _speaks)
+out = Console(highlight=False, quiet=not _speaks)
 
 # Options several commands share, declared once.
 CheckpointOpt = Annotated[Optional[Path], typer.Option(
@@ -59,6 +64,10 @@ class Guard:
         if isinstance(exc, KeyboardInterrupt):
             err.print("interrupted")
             raise typer.Exit(130)
+        if isinstance(exc, torch.distributed.DistError):  # a peer died or hung
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            fail(f"another process of the run stopped or cannot be reached ({first[:200]}); "
+                 f"its last checkpoint is kept: continue with --resume")
         if isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and any(
                 s in str(exc) for s in ("can't allocate memory", "out of memory"))):
             fail("out of memory; try a smaller model or --batch-size")

@@ -21,7 +21,7 @@ from ..text.sources import ReadConfig
 from .app import app
 from .common import CheckpointOpt, Guard, JsonOpt, err, out, progress_bar, warn
 from .params import with_options
-from .training_view import TrainView, fmt_rate, run_trainer
+from .training_view import TrainView, fmt_rate, run_trainer, where
 
 # ----- prepare ---------------------------------------------------------------------------------
 
@@ -74,7 +74,7 @@ def _start_line(data: dict) -> str:
     preset = f"preset {data['preset']}, " if data.get("preset") else ""
     if data.get("choice"):
         preset = _describe_choice(data["choice"]) + ", "
-    return (f"training on {data['device']}: {preset}{data['parameters']:,} parameters, "
+    return (f"training on {where(data)}: {preset}{data['parameters']:,} parameters, "
             f"{data['lanes']} lanes, {data['chunks_per_epoch']:,} chunks per epoch"
             + (f", {budget}" if budget else ""))
 

@@ -10,7 +10,14 @@ from collections.abc import Callable
 import typer
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
+from ..training.world import launched_ranks
 from .common import err
+
+
+def where(data: dict) -> str:
+    """Where a run trains, from its start event: the device, or the processes and theirs."""
+    n = data.get("processes", 1)
+    return data["device"] if n == 1 else f"{n} processes ({data['device']} on the first)"
 
 
 def fmt_rate(x: float) -> str:
@@ -68,6 +75,14 @@ class TrainView:
             self.progress.stop()
 
 
+def launched_as(command: str) -> str:
+    """``command`` (``charlm ...``) as this process was started: under torchrun, by it."""
+    ranks = launched_ranks()
+    if ranks == 1:
+        return command
+    return f"torchrun --nproc_per_node {ranks} -m {command}"
+
+
 def run_trainer(trainer, view: TrainView, resume_command: str = "charlm train") -> dict:
     """``trainer.run()`` with Ctrl-C and SIGTERM asking it to save at the end of the step; an
     interrupted run says how to continue it and exits with 128 + the signal."""
@@ -90,6 +105,7 @@ def run_trainer(trainer, view: TrainView, resume_command: str = "charlm train") 
     if summary["status"] == "interrupted":
         run_dir = summary["run_dir"]
         err.print(f"interrupted at step {summary['step']:,}: saved {run_dir}/last.safetensors; "
-                  f"continue with: {resume_command} --resume {run_dir}", markup=False)
+                  f"continue with: {launched_as(resume_command)} --resume {run_dir}",
+                  markup=False)
         raise typer.Exit(128 + (stopped_by[0] if stopped_by else signal.SIGINT))
     return summary

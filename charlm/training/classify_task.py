@@ -79,6 +79,7 @@ class ClassificationTask(Task):
         # Weights with a mean of 1 over the training texts, so the loss keeps its scale.
         self.weights = (len(train) / (len(labels) * np.maximum(counts, 1))).astype(np.float32)
         self._epoch, self._batches = None, None
+        self.world = World()
 
     @property
     def batches_per_epoch(self) -> int:
@@ -92,8 +93,8 @@ class ClassificationTask(Task):
         return {"data": self.data}
 
     def start(self, model: nn.Module, world: World) -> None:
-        if world.size > 1:
-            raise CharLMError("classification runs in one process")
+        world.share(self.config.batch_size)  # refuses more processes than texts per batch
+        self.world = world
         if self.config.batching == "packed" and not model.backbone.packs:
             raise CharLMError(f"--batching packed needs a fused cell (lstm, gru, rnn, irnn "
                               f"without layer norm or recurrent dropout); --cell "
@@ -122,13 +123,20 @@ class ClassificationTask(Task):
         return self._batches
 
     def train_loss(self, model: nn.Module, epoch: int, index: int) -> tuple[torch.Tensor, int]:
+        """With several processes each reads its share of the batch's texts; one whose share
+        is empty (a last batch smaller than the processes) reads a text at weight 0, so that
+        every rank runs the model as DDP needs."""
         rows = self.batches(epoch)[index]
+        weight = 1.0
+        if self.world.size > 1:
+            mine = np.array_split(rows, self.world.size)[self.world.rank]
+            rows, weight = (mine, 1.0) if len(mine) else (rows[:1], 0.0)
         ids, lengths = padded(self.train.encoded.ids, rows, self.device)
         logits = model(ids, lengths, packed=self.config.batching == "packed")
         target = torch.from_numpy(self.train.labels[rows]).to(self.device)
         loss = nn.functional.cross_entropy(logits.float(), target, weight=self.class_weights,
                                            reduction="none")
-        return loss.sum(), len(rows)
+        return loss.sum() * weight, int(len(rows) * weight)
 
     def validation_size(self, final: bool) -> int:
         return len(self.val) if self.val is not None else 0
@@ -137,7 +145,13 @@ class ClassificationTask(Task):
                  limit: int | None = None) -> dict | None:
         if self.val is None:
             return None
-        probs = probabilities(model, self.val.encoded.ids)
+        ids = self.val.encoded.ids
+        if self.world.size > 1:  # each rank its share of the texts, gathered in their order
+            mine = np.array_split(np.arange(len(ids)), self.world.size)[self.world.rank]
+            parts = self.world.gather(probabilities(model, [ids[i] for i in mine]))
+            probs = np.concatenate(parts)
+        else:
+            probs = probabilities(model, ids)
         result = figures(self.val.labels, probs.argmax(axis=1), self.labels, probs)
         return {"val_accuracy": result["accuracy"], "val_f1": result["macro_f1"],
                 "val_loss": result.get("loss", float("nan"))}

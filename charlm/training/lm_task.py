@@ -75,6 +75,7 @@ class LanguageModelTask(Task):
         self.unknown_in_training = bool(self.train_split.unknown) and \
             self.vocab.unk_id is not None
         self.state: tuple[torch.Tensor, ...] | None = None  # the lanes' carried state
+        self.world, self.share = World(), None  # this process's place, its lanes (start)
         self._next_state = None
 
     @property
@@ -98,8 +99,10 @@ class LanguageModelTask(Task):
         }}
 
     def start(self, model: nn.Module, world: World) -> None:
-        if world.size > 1:
-            self.layout = self.layout.select(world.share(self.lanes))
+        self.world = world
+        self.share = world.share(self.lanes) if world.size > 1 else None
+        if self.share is not None:
+            self.layout = self.layout.select(self.share)
         self.device = model.device
         self.state = model.initial_state(self.layout.num_lanes)
 
@@ -139,7 +142,8 @@ class LanguageModelTask(Task):
         sample = c.val_sample or None
         result = evaluate(model, self.vocab, self.val_split,
                           EvalConfig(lanes=c.eval_lanes, burn_in=c.eval_burn_in),
-                          sample=sample if final else None, limit=limit if final else sample)
+                          sample=sample if final else None, limit=limit if final else sample,
+                          world=self.world)
         record = {"val_loss": result["loss_nats"], "val_bpc": result["bpc"]}
         if sample and sample < self.val_split.symbols:
             record["val_symbols"] = result["symbols"]
@@ -151,11 +155,20 @@ class LanguageModelTask(Task):
         return record.get("val_sample_loss", record["val_loss"])
 
     def state_dict(self) -> dict:
-        return {"lanes": self.lanes, "bptt_len": self.config.bptt_len,
-                "lane_state": tuple(s.detach().cpu() for s in self.state)}
+        """The carried state of every lane (with several processes, gathered from all ranks
+        in lane order: the state one process with all the lanes would have)."""
+        state = tuple(s.detach().cpu() for s in self.state)
+        if self.share is not None:
+            parts = self.world.gather(state)
+            state = tuple(torch.cat([p[i] for p in parts], dim=1) for i in range(len(state)))
+        return {"lanes": self.lanes, "bptt_len": self.config.bptt_len, "lane_state": state}
 
     def load_state_dict(self, state: dict) -> None:
         if state["lanes"] != self.lanes or state["bptt_len"] != self.config.bptt_len:
             raise CharLMError("cannot resume: the lane layout differs from the checkpoint's "
                               "(--batch-size and --bptt cannot change on resume)")
-        self.state = tuple(s.to(self.device) for s in state["lane_state"])
+        lanes = state["lane_state"]
+        if self.share is not None:  # this rank's lanes, whatever number of processes saved it
+            index = torch.from_numpy(self.share)
+            lanes = tuple(s.index_select(1, index) for s in lanes)
+        self.state = tuple(s.to(self.device) for s in lanes)

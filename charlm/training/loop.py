@@ -6,10 +6,12 @@ batches, their loss and the validation figure. The trainer never prints; it repo
 callback ``report(event, data)`` so the CLI owns presentation and tests can watch events.
 Events: ``start``, ``step``, ``eval``, ``save``, ``skip`` (a non-finite step), ``end``.
 
-The run's files are kept by ``training.run_dir``; with several processes (``training.world``)
-each trains on its own share of the data, their figures are summed in ``World``, and only the
-main process writes. (Gradients are not yet averaged across processes: until the model is
-wrapped in DistributedDataParallel, a run of several processes is refused.)
+The run's files are kept by ``training.run_dir``. With several processes (``training.world``,
+started by torchrun) each trains on its own share of the data through the model wrapped in
+DistributedDataParallel (gradients averaged; the loss scaled so that the average is the
+gradient of the loss over all ranks' targets, as one process with all the data would have it),
+their figures are summed in ``World``, every decision that rests on the clock is the main
+process's, and only the main process writes.
 
 What the loop needs of a model: a ``torch.nn.Module`` with ``kind`` (its name in checkpoints,
 see ``charlm.models``), ``config`` (an Options dataclass), the classmethod
@@ -28,6 +30,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from .. import __version__
 from ..checkpoint import Checkpoint, load_checkpoint
@@ -52,6 +55,11 @@ FINAL_VALIDATION_SHARE = 0.05
 RECORDED = ("init_from", "probe")
 EVAL_SPEEDUP_GUESS = 2.0  # validation's symbols/s over training's, before one is timed (2-3.5x
                           # measured: bench/RESULTS.md section 4)
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """The random seed of a rank other than the main one (the main keeps the run's seed)."""
+    return (seed * 1_000_003 + rank * 7_919) % 2**63
 
 
 def fresh_model(model_cls: type, model_config, config: TrainConfig) -> nn.Module:
@@ -133,9 +141,6 @@ class Trainer:
                  config: TrainConfig, report: Report | None = None, world: World | None = None,
                  preset: str | None = None, choice: dict | None = None):
         self.world = world or World.current()
-        if self.world.size > 1:
-            raise CharLMError("training in several processes is not supported yet: the "
-                              "gradients would not be averaged across them; run one process")
         self.files = run_dir if isinstance(run_dir, RunDirectory) else \
             RunDirectory(run_dir, writes=self.world.is_main)
         self.model, self.task = model, task
@@ -153,6 +158,33 @@ class Trainer:
         self.costs = RunCosts()
         self._progress_reached = 0.0
         task.start(model, self.world)
+        self._ddp, self._ddp_lowest = None, None
+        if self.world.size > 1:
+            # The same initial weights everywhere (DDP broadcasts rank 0's too), then each
+            # rank its own random stream for dropout; rank 0's is the one process's.
+            if not self.world.is_main:
+                torch.manual_seed(rank_seed(self.config.seed, self.world.rank))
+            self._wrap(lowest=0)
+
+    def _wrap(self, lowest: int) -> None:
+        """Wrap the model in DistributedDataParallel for the parameters that train now (the
+        layer groups from ``lowest`` up, with gradual unfreezing: DDP reduces exactly the
+        parameters that required a gradient when it was made, so it is made again when one
+        more group thaws)."""
+        if uses_layer_groups(self.config):
+            for group in self.optimizer.param_groups:
+                for p in group["params"]:
+                    p.requires_grad_(group["layer"] >= lowest)
+        self._ddp = DistributedDataParallel(
+            self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+            # a learned initial state is used only by the ranks whose chunk starts a document
+            find_unused_parameters=bool(getattr(self.model.config, "learn_init_state", False)))
+        self._ddp_lowest = lowest
+
+    @property
+    def forward_model(self) -> nn.Module:
+        """What a training step runs: the model, or its DDP wrapper with several processes."""
+        return self._ddp if self._ddp is not None else self.model
 
     # ----- bookkeeping -------------------------------------------------------------------------
     @property
@@ -257,10 +289,19 @@ class Trainer:
         }
 
     def trainer_state(self) -> dict:
+        """Everything a resume needs; with several processes (a collective: every rank calls
+        it) the task's state of all ranks and every rank's random state."""
         state = {"loop": self.pos.to_dict(), "task": self.task.state_dict(),
                  "optimizer": self.optimizer.state_dict(), "rng": torch.get_rng_state()}
-        if self.device.type == "cuda":
+        cuda = self.device.type == "cuda"
+        if cuda:
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        if self.world.size > 1:
+            state["world_size"] = self.world.size
+            state["rng_ranks"] = self.world.gather(torch.get_rng_state())
+            if cuda:
+                state["cuda_rng_ranks"] = self.world.gather(
+                    torch.cuda.get_rng_state(self.device).cpu())
         return state
 
     def load_trainer_state(self, state: dict) -> None:
@@ -269,9 +310,21 @@ class Trainer:
         if isinstance(self.pos.costs, dict):
             self.costs = RunCosts.from_dict(self.pos.costs)
         self.optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng"])
-        if "cuda_rng" in state and self.device.type == "cuda":
-            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        rank, size = self.world.rank, self.world.size
+        if state.get("world_size", 1) == size:  # each rank goes on with its own stream
+            rng = state["rng_ranks"][rank] if size > 1 else state["rng"]
+            cuda_rng = state["cuda_rng_ranks"][rank] if size > 1 and "cuda_rng_ranks" in state \
+                else state.get("cuda_rng")
+        elif rank == 0:  # another number of processes: the lanes are shared anew (the task),
+            rng, cuda_rng = state["rng"], state.get("cuda_rng")  # the streams cannot be
+        else:
+            rng = cuda_rng = None
+        if rng is not None:
+            torch.set_rng_state(rng)
+        else:  # ... so the other ranks take new ones: a resume, not a bitwise continuation
+            torch.manual_seed(rank_seed(self.config.seed + self.pos.step, rank))
+        if cuda_rng is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(cuda_rng, self.device)
 
     def save(self, which: str) -> Path:
         if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
@@ -383,12 +436,21 @@ class Trainer:
             if uses_layer_groups(c):  # gradual unfreezing: groups below ``lowest`` wait
                 for p in group["params"]:
                     p.requires_grad_(group["layer"] >= lowest)
+        if self._ddp is not None and lowest != self._ddp_lowest:
+            self._wrap(lowest)
         dtype = self.compute_dtype
         with self.model.compute_in(dtype) if dtype is not None else nullcontext():
-            total, count = self.task.train_loss(self.model, pos.epoch, pos.batch)
-        # One process (see the module doc). With several, each would scale its sum by the
-        # processes' total count here, and the logged value would be World.sum'med.
-        loss = total / max(count, 1)
+            total, count = self.task.train_loss(self.forward_model, pos.epoch, pos.batch)
+        if self.world.size > 1:
+            # DDP averages the ranks' gradients: each scales its sum by the targets of all
+            # ranks (times their number), so the average is the gradient of the mean loss.
+            summed, count = self.world.sum(float(total.detach()), count, device=self.device)
+            count = int(count)
+            loss = total * (self.world.size / max(count, 1))
+            loss_value = summed / max(count, 1)
+        else:
+            loss = total / max(count, 1)
+            loss_value = None
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         params = [p for p in self.model.parameters() if p.grad is not None]
@@ -402,9 +464,10 @@ class Trainer:
                 torch.nn.utils.clip_grad_norm_(params, max_norm)
         else:
             grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)  # norm before clipping
-        loss_value, norm_value = float(loss.detach()), float(grad_norm)
-        finite = not self.world.any(not (math.isfinite(loss_value)
-                                         and math.isfinite(norm_value)), device=self.device)
+        loss_value = float(loss.detach()) if loss_value is None else loss_value
+        norm_value = float(grad_norm)
+        # The same on every rank: the loss is summed over them, the gradients averaged.
+        finite = math.isfinite(loss_value) and math.isfinite(norm_value)
         if finite:
             self.optimizer.step()
             pos.bad_steps = 0
@@ -422,6 +485,14 @@ class Trainer:
         return {"step": pos.step, "loss": loss_value, "lr": lr, "grad_norm": norm_value,
                 "targets": count, "finite": finite}
 
+    def _agree_on_time(self) -> None:
+        """Every rank takes the main process's clock and costs, so that every decision that
+        rests on them (the schedule's progress, stopping, validating, saving) is the same on
+        all ranks and none waits for a collective the others never enter."""
+        if self.world.size > 1:
+            self.pos.elapsed, self.pos.setup, self.costs = self.world.from_main(
+                (self.pos.elapsed, self.pos.setup, self.costs))
+
     def check_not_finished(self) -> None:
         if self.pos.step > 0 and self.finished():
             raise CharLMError(f"nothing to do: the run is at step {self.pos.step}, already past "
@@ -433,7 +504,8 @@ class Trainer:
         self.check_not_finished()
         self.files.acquire()
         try:
-            if self.pos.step == 0 and self.world.is_main and self.files.holds_run():
+            if self.world.any(self.pos.step == 0 and self.world.is_main
+                              and self.files.holds_run()):
                 raise CharLMError(f"{self.run_dir} already holds a run (written since this one "
                                   f"was set up); continue it with --resume {self.run_dir}")
             return self._run()
@@ -449,6 +521,7 @@ class Trainer:
                               "choice": self.choice,
                               "total_steps": self.total_steps,
                               "max_time": self.config.max_time, "device": str(self.device),
+                              "processes": self.world.size,
                               "parameters": sum(p.numel() for p in self.model.parameters()),
                               **self.task.describe()})
         c = self.config
@@ -463,6 +536,8 @@ class Trainer:
             now = self.clock()
             self.pos.elapsed += now - clock
             clock = now
+            self._agree_on_time()
+        self._agree_on_time()
         while not self.finished():
             if self.world.any(self.stop_requested, device=self.device):
                 status = "interrupted"
