@@ -102,7 +102,8 @@ def test_an_interrupted_two_rank_run_resumes_bit_for_bit_and_in_one_process(tmp_
     again.mkdir()
     for f in part.iterdir():
         (again / f.name).write_bytes(f.read_bytes())
-    run(torchrun(2, "train", "--resume", part), tmp_path)
+    r = run(charlm_cmd("train", "--resume", part, "--nproc", 2), tmp_path)  # torchrun for you
+    assert r.stderr.count("done:") == 1
     whole, resumed = tensors(tmp_path / "whole", "model/"), tensors(part, "model/")
     assert all(torch.equal(whole[k], resumed[k]) for k in whole)  # dropout's streams too
     # Another number of processes: the lanes are shared anew; it trains on to the end.
@@ -174,3 +175,12 @@ def test_a_classifier_trains_on_two_ranks_as_in_one_process(tmp_path):
     assert scored[0] and scored[1] == scored[0]
     a, b = tensors(tmp_path / "one", "model/"), tensors(tmp_path / "two", "model/")
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+def test_nproc_is_taken_out_of_the_command_the_processes_run():
+    from charlm.training.launch import without_option
+
+    assert without_option(["train", "a.txt", "--nproc", "2", "--hidden", "8"], "--nproc") == \
+        ["train", "a.txt", "--hidden", "8"]
+    assert without_option(["train", "--nproc=4", "--nprocs-x", "1"], "--nproc") == \
+        ["train", "--nprocs-x", "1"]

@@ -18,7 +18,7 @@ from ..probe import PENALTIES
 from ..text.labelled import LabelledConfig
 from ..text.sources import ReadConfig
 from .app import group
-from .common import Guard, JsonOpt, err, out, warn
+from .common import Guard, JsonOpt, NprocOpt, err, in_processes, out, warn
 from .params import with_options
 from .training_view import TrainView, run_trainer, where
 
@@ -85,12 +85,14 @@ def classify_train(
     resume: Annotated[Optional[Path], typer.Option(
         help=f"Continue the run in this directory from its last checkpoint, on the same data. "
              f"Only {', '.join(resumable_flags(CLASSIFY_OPTIONS))} may change.")] = None,
+    nproc: NprocOpt = 1,
     options: dict = None,
 ):
     """Train a classifier; the best checkpoint by validation accuracy is kept."""
     from ..classify_runs import new_classifier_run, probe_run, resume_classifier_run
 
     with Guard():
+        in_processes(nproc)
         given = split_by_owner(options, (LabelledConfig, *CLASSIFY_OPTIONS))
         reading = given.pop(LabelledConfig)
         train_options = {k: v for part in given.values() for k, v in part.items()}

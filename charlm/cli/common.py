@@ -27,6 +27,20 @@ CheckpointOpt = Annotated[Optional[Path], typer.Option(
     "--checkpoint", help="Run directory (its best checkpoint) or a .safetensors file. Default: "
                          "the most recently trained run under ./checkpoints/.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the results as one JSON object.")]
+NprocOpt = Annotated[int, typer.Option(
+    "--nproc", min=1, help="Train in this many processes on this machine (each its share of "
+                           "the data, gradients averaged: torchrun started for you; for "
+                           "several machines run torchrun yourself). Default: 1.")]
+
+
+def in_processes(nproc: int) -> None:
+    """With ``--nproc N`` > 1 (and not already one of torchrun's processes), run this very
+    command in N processes and exit with their status."""
+    from ..training.launch import launch, without_option
+    from ..training.world import launched_ranks
+
+    if nproc > 1 and launched_ranks() == 1:
+        raise typer.Exit(launch(nproc, without_option(sys.argv[1:], "--nproc")))
 
 
 def warn(message: str):

@@ -19,7 +19,8 @@ from ..sample import SampleConfig
 from ..text.corpus import PrepareConfig
 from ..text.sources import ReadConfig
 from .app import app
-from .common import CheckpointOpt, Guard, JsonOpt, err, out, progress_bar, warn
+from .common import (CheckpointOpt, Guard, JsonOpt, NprocOpt, err, in_processes, out,
+                     progress_bar, warn)
 from .params import with_options
 from .training_view import TrainView, fmt_rate, run_trainer, where
 
@@ -106,6 +107,7 @@ def train(
         help="Start from this language model's run (its vocab, cell, sizes and weights) and "
              "go on training it on the text given, into a new run: e.g. a Shakespeare model "
              "on your poems. Characters it never saw are read as unknown.")] = None,
+    nproc: NprocOpt = 1,
     options: dict = None,
 ):
     """Train a model (preparing the corpus first, cached by content) and save it in a run directory."""
@@ -113,6 +115,7 @@ def train(
 
     view = TrainView(_start_line, _eval_line)
     with Guard():
+        in_processes(nproc)
         stop_bar, update = progress_bar("preparing corpus")
         try:
             trainer = build_trainer(corpus=corpus, out=out_dir, preset=preset, resume=resume,

@@ -4,12 +4,14 @@ validation lines, and Ctrl-C / SIGTERM (save at the end of the step, then exit 1
 from __future__ import annotations
 
 import math
+import os
 import signal
 from collections.abc import Callable
 
 import typer
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
+from ..training.launch import LAUNCHED_BY
 from ..training.world import launched_ranks
 from .common import err
 
@@ -80,6 +82,8 @@ def launched_as(command: str) -> str:
     ranks = launched_ranks()
     if ranks == 1:
         return command
+    if os.environ.get(LAUNCHED_BY) == str(ranks):
+        return f"{command} --nproc {ranks}"
     return f"torchrun --nproc_per_node {ranks} -m {command}"
 
 
