@@ -49,10 +49,17 @@ def main() -> None:
     args = ap.parse_args()
 
     cores = os.cpu_count() or 1
-    rows = []
+    widest = max(args.procs)
+    # (processes, threads each): the runs asked for, each process with cores / N threads, and
+    # one process with the threads each process of the widest run gets (the base of linear).
+    plan = [(n, max(1, cores // n)) for n in args.procs]
+    base_plan = (1, max(1, cores // widest))
+    if base_plan not in plan:
+        plan.insert(0, base_plan)
+    rates = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for n in args.procs:
-            out = Path(tmp) / f"run{n}"
+        for n, threads in plan:
+            out = Path(tmp) / f"run{n}-{threads}"
             cmd = [sys.executable, "-m", "charlm", "train",
                    *([str(args.corpus)] if args.corpus else []),
                    "--preset", "fast", "--cell", "lstm", "--layers", str(args.layers),
@@ -62,23 +69,25 @@ def main() -> None:
                    "--device", args.device, "--precision", args.precision, "--out", str(out)]
             if n > 1:
                 cmd += ["--nproc", str(n)]
-            env = {**os.environ, "OMP_NUM_THREADS": str(max(1, cores // n))}
+            env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
             r = subprocess.run(cmd, env=env, capture_output=True, text=True)
             if r.returncode != 0:
                 sys.exit(f"{n} processes failed:\n{r.stderr[-2000:]}")
             steps, seconds = steady_rate(out / "metrics.jsonl")
-            symbols = steps * args.batch_size * args.bptt
-            rows.append((n, steps / seconds, symbols / seconds))
-            print(f"{n} process{'es' if n > 1 else ''}: {steps / seconds:.2f} steps/s, "
-                  f"{symbols / seconds:,.0f} chars/s", flush=True)
-    base = rows[0][2] if rows[0][0] == 1 else None
+            rates[n, threads] = (steps / seconds, steps * args.batch_size * args.bptt / seconds)
+            print(f"{n} process{'es' if n > 1 else ''} x {threads} thread"
+                  f"{'s' if threads > 1 else ''}: {rates[n, threads][0]:.2f} steps/s, "
+                  f"{rates[n, threads][1]:,.0f} chars/s", flush=True)
+    whole = rates.get((1, cores), (None, None))[1]
+    base = rates[base_plan][1]
     print()
-    print("| processes | threads each | steps/s | chars/s | speed-up | of linear |")
+    print(f"| processes | threads each | steps/s | chars/s | against 1 process x {cores} "
+          f"threads | of linear (N x 1 process x {base_plan[1]} threads) |")
     print("| --- | --- | --- | --- | --- | --- |")
-    for n, sps, cps in rows:
-        speedup = cps / base if base else float("nan")
-        print(f"| {n} | {max(1, cores // n)} | {sps:.2f} | {cps:,.0f} | {speedup:.2f}x | "
-              f"{speedup / n:.2f} |")
+    for (n, threads), (sps, cps) in rates.items():
+        against = f"{cps / whole:.2f}x" if whole else "-"
+        linear = f"{cps / (n * base):.2f}" if threads == base_plan[1] else "-"
+        print(f"| {n} | {threads} | {sps:.2f} | {cps:,.0f} | {against} | {linear} |")
     print(f"\n{args.layers}x{args.hidden} LSTM, {args.batch_size} lanes x {args.bptt} "
           f"(global batch), {args.steps} steps, {args.device}, {args.precision}, {cores} cores")
 

@@ -52,6 +52,7 @@ def main():
     ap.add_argument("--hidden", type=int, default=None)
     ap.add_argument("--layers", type=int, default=None)
     ap.add_argument("--train-steps", type=int, default=30)
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     args = ap.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
     with tempfile.TemporaryDirectory(prefix="charlm-evalspeed-") as tmp:
@@ -60,7 +61,7 @@ def main():
         for precision in ("fp32", "bf16"):  # the training step in each precision
             trainer = build_trainer(bundled_corpus(), out=tmp / f"run-{precision}",
                                     hidden_dim=args.hidden, num_layers=args.layers,
-                                    max_steps=10**9, device="cpu", precision=precision)
+                                    max_steps=10**9, device=args.device, precision=precision)
             trainer.write_run_files()
             rates[precision] = train_step_rate(trainer, args.train_steps)
         train_cps = rates["bf16"]
@@ -69,7 +70,7 @@ def main():
         text = make_text(args.mb)
         path = tmp / "held.txt"
         path.write_text(text, encoding="utf-8")
-        lm = charlm.load(tmp / "run-bf16")
+        lm = charlm.load(tmp / "run-bf16", device=args.device)
         lm.evaluate(text[:100_000])  # warm up
         t = time.perf_counter()
         api = lm.evaluate(text)
@@ -80,7 +81,8 @@ def main():
 
         t = time.perf_counter()
         proc = subprocess.run([sys.executable, "-m", "charlm", "eval", str(path), "--checkpoint",
-                               str(tmp / "run-bf16"), "--json"], capture_output=True, text=True,
+                               str(tmp / "run-bf16"), "--json", "--device", args.device],
+                              capture_output=True, text=True,
                               check=True)
         cli_s = time.perf_counter() - t
         cli = json.loads(proc.stdout)

@@ -7,16 +7,27 @@ the faster CPU kernel (oneDNN off), as charlm's sampler uses.
 
     python bench/sample_speed.py                  # batch 1 and batch 64, 10k characters
     python bench/sample_speed.py --lengths 1000 10000 100000
+    python bench/sample_speed.py --cli            # `charlm sample` end to end, batch 1
+
+With ``--cli`` the model is saved as a run and `charlm sample` is run as users run it, its
+stdout a pipe this script reads: the cost per character is (time for 22,000 characters - time
+for 2,000) / 20,000, so process start and model load cancel out, against the bare loop's per
+character in the same run (interleaved rounds, the best of each).
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
 from charlm.api import bundled_corpus
+from charlm.checkpoint import save_checkpoint
 from charlm.models import LMConfig, RecurrentLM
 from charlm.sample import SampleConfig, generate
 from charlm.text.corpus import prepare_cached
@@ -26,7 +37,7 @@ from charlm.text.corpus import prepare_cached
 def bare_loop(model: RecurrentLM, length: int, batch: int, seed: int) -> float:
     g = torch.Generator().manual_seed(seed)
     rnn, emb, head = model.backbone.rnn, model.backbone.embed, model.head
-    x = torch.full((batch, 1), 2, dtype=torch.long)
+    x = torch.full((batch, 1), 2, dtype=torch.long, device=model.device)
     h = None
     prev = torch.backends.mkldnn.enabled
     torch.backends.mkldnn.enabled = False
@@ -35,7 +46,9 @@ def bare_loop(model: RecurrentLM, length: int, batch: int, seed: int) -> float:
         for _ in range(length):
             y, h = rnn(emb(x), h)
             probs = torch.softmax(head(y[:, -1]), dim=-1)
-            x = torch.multinomial(probs, 1, generator=g)
+            x = torch.multinomial(probs.cpu(), 1, generator=g).to(x.device)
+        if x.device.type == "cuda":
+            torch.cuda.synchronize()
         return time.perf_counter() - t
     finally:
         torch.backends.mkldnn.enabled = prev
@@ -48,6 +61,36 @@ def ours(model, vocab, length: int, batch: int, seed: int) -> float:
     return time.perf_counter() - t
 
 
+def cli(run: Path, length: int, seed: int) -> float:
+    """Seconds of `charlm sample --length LENGTH` as a process, its stdout read through a
+    pipe."""
+    cmd = [sys.executable, "-m", "charlm", "sample", "--checkpoint", str(run), "--length",
+           str(length), "--temp", "1", "--seed", str(seed)]
+    t = time.perf_counter()
+    r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    elapsed = time.perf_counter() - t
+    if r.returncode != 0 or len(r.stdout) < length:
+        sys.exit(f"charlm sample failed: {r.stderr.decode()[-2000:]}")
+    return elapsed
+
+
+def cli_rounds(model, vocab, rounds: int, short: int = 2000, long: int = 22000) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        run = Path(tmp) / "best.safetensors"
+        save_checkpoint(run, model, vocab, {"kind": model.kind}, {})
+        cli(run, 100, 0)
+        per_cli, per_bare = [], []
+        for r in range(rounds):  # interleaved, one process at a time
+            per_cli.append((cli(run, long, r) - cli(run, short, r)) / (long - short))
+            per_bare.append(bare_loop(model, long - short, 1, r) / (long - short))
+    c, b = min(per_cli), min(per_bare)
+    print("| what | us/char | chars/s | against the bare loop |")
+    print("| --- | --- | --- | --- |")
+    print(f"| `charlm sample`, end to end, stdout a pipe | {c * 1e6:.0f} | {1 / c:,.0f} | "
+          f"{b / c:.3f} |")
+    print(f"| bare per-step loop, same model | {b * 1e6:.0f} | {1 / b:,.0f} | 1.000 |")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--hidden", type=int, default=512)
@@ -58,13 +101,20 @@ def main():
                     help="alternating rounds of charlm and bare; the best of each is kept")
     ap.add_argument("--bare-up-to", type=int, default=10000,
                     help="time the bare loop only for lengths up to this (charlm for all)")
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    ap.add_argument("--cli", action="store_true",
+                    help="time `charlm sample` end to end instead (batch 1)")
     args = ap.parse_args()
     vocab = prepare_cached([bundled_corpus()]).vocab
     torch.manual_seed(0)
     model = RecurrentLM(LMConfig.for_vocab(vocab, num_layers=args.layers,
-                                           hidden_dim=args.hidden, embed_dim=64)).eval()
+                                           hidden_dim=args.hidden, embed_dim=64))
+    model = model.to(args.device).eval()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"LSTM {args.layers}x{args.hidden}; best of {args.rounds} alternating rounds")
+    if args.cli:
+        cli_rounds(model, vocab, args.rounds)
+        return
     print("| batch | length | charlm chars/s | bare chars/s | charlm / bare | charlm us/char |")
     print("| --- | --- | --- | --- | --- | --- |")
     for batch in args.batches:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -41,6 +42,28 @@ def in_processes(nproc: int) -> None:
 
     if nproc > 1 and launched_ranks() == 1:
         raise typer.Exit(launch(nproc, without_option(sys.argv[1:], "--nproc")))
+
+
+class Streamed:
+    """Text written as it comes, flushed at most every FLUSH_SECONDS (and at the end): a
+    reader sees it appear live, and a process that produces a character at a time is not
+    woken for each one (a flush per character cost sampling ~15%: bench/RESULTS.md)."""
+
+    FLUSH_SECONDS = 0.05
+
+    def __init__(self, stream):
+        self.stream, self.flushed = stream, time.monotonic()
+
+    def write(self, text: str) -> None:
+        self.stream.write(text)
+        now = time.monotonic()
+        if now - self.flushed >= self.FLUSH_SECONDS:
+            self.stream.flush()
+            self.flushed = now
+
+    def flush(self) -> None:
+        self.stream.flush()
+        self.flushed = time.monotonic()
 
 
 def warn(message: str):

@@ -19,8 +19,8 @@ from ..sample import SampleConfig
 from ..text.corpus import PrepareConfig
 from ..text.sources import ReadConfig
 from .app import app
-from .common import (CheckpointOpt, Guard, JsonOpt, NprocOpt, err, in_processes, out,
-                     progress_bar, warn)
+from .common import (CheckpointOpt, Guard, JsonOpt, NprocOpt, Streamed, err, in_processes,
+                     out, progress_bar, warn)
 from .params import with_options
 from .training_view import TrainView, fmt_rate, run_trainer, where
 
@@ -193,12 +193,13 @@ def sample(checkpoint: CheckpointOpt = None, options: dict = None):
         lm = load(path=checkpoint, device=config.device)
         if config.num_samples == 1:
             pending = [config.prime]  # the prime is written once the model has accepted it
+            writer = Streamed(sys.stdout)
 
             def stream(_: int, piece: str):
-                sys.stdout.write(pending.pop() + piece if pending else piece)
-                sys.stdout.flush()
+                writer.write(pending.pop() + piece if pending else piece)
             lm.generate(config=config, on_text=stream, on_warning=warn, collect=False)
-            sys.stdout.write((pending.pop() if pending else "") + "\n")
+            writer.write((pending.pop() if pending else "") + "\n")
+            writer.flush()
         else:
             texts = lm.generate(config=config, on_warning=warn)
             for i, t in enumerate(texts):
