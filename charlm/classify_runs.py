@@ -250,8 +250,7 @@ def resume_classifier_run(run_dir: Path, options: dict, report: Report | None = 
         raise CharLMError(f"--resume {run_dir}: a {ckpt.kind} run, not a classifier's; "
                           f"continue it with charlm train --resume")
     check_resumable(options, ckpt.run_config, CLASSIFY_OPTIONS)
-    world = join_world(options.get("device")
-                       or (ckpt.run_config.get("train") or {}).get("device", "auto"))
+    world = join_world(options.get("device"), ckpt.run_config)
     data = ckpt.run_config.get("data", {})
     try:
         reading = LabelledConfig.from_dict(data["reading"])

@@ -25,9 +25,10 @@ def resolve_device(name: str) -> torch.device:
     refused. (Which names exist is the option's own check.) Under torchrun each process takes
     its own GPU, the one of its LOCAL_RANK."""
     if name in ("auto", "cuda") and torch.cuda.is_available():
-        rank = os.environ.get("LOCAL_RANK", "")
-        if rank.isdigit() and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
-            index = int(rank)
+        from .training.world import local_rank
+
+        index = local_rank()
+        if index is not None:
             if index >= torch.cuda.device_count():
                 raise CharLMError(f"process {index} on this machine has no GPU of its own "
                                   f"({torch.cuda.device_count()} here); start at most that "

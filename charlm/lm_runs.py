@@ -92,7 +92,8 @@ def new_run(corpus: list[Path], out: Path | None, preset_name: str | None,
     model = fresh_model(RecurrentLM, model_config, train_config)
     if lm is not None:
         model.load_state_dict(lm.model.state_dict())
-    trainer = Trainer(run_dir, model, task, train_config, report, preset=name, choice=choice)
+    trainer = Trainer(run_dir, model, task, train_config, report, world, preset=name,
+                      choice=choice)
     if lm is not None:
         trainer.recorded = {"init_from": str(Path(lm.path).resolve())}
     setup = world.from_main(time.perf_counter() - t0)
@@ -104,12 +105,14 @@ def new_run(corpus: list[Path], out: Path | None, preset_name: str | None,
     return trainer
 
 
-def join_world(device: str) -> World:
+def join_world(device: str | None, run_config: dict | None = None) -> World:
     """This process's place among those torchrun started for the run (alone without it; the
-    device is checked with the rest of the run's options then)."""
+    device is checked with the rest of the run's options then). ``device``: the option's
+    value, else (None) the one a resumed run's ``run_config`` records."""
     if launched_ranks() == 1:
         return World()
-    return World.join(resolve_device(device))
+    saved = (run_config or {}).get("train") or {}
+    return World.join(resolve_device(device or saved.get("device", "auto")))
 
 
 def _configs(values: dict, vocab=None) -> tuple[TrainConfig, LMTaskConfig, LMConfig | None]:
@@ -170,8 +173,7 @@ def resume_run(run_dir: Path, corpus: list[Path] | None, prepare_given: dict, op
     if ckpt.kind != RecurrentLM.kind:
         raise CharLMError(f"--resume {run_dir}: a {ckpt.kind} run, not a language model's")
     check_resumable(options, ckpt.run_config, TRAIN_OPTIONS)
-    world = join_world(options.get("device")
-                       or (ckpt.run_config.get("train") or {}).get("device", "auto"))
+    world = join_world(options.get("device"), ckpt.run_config)
     with world.main_first():
         prepared = _resumed_corpus(run_dir, ckpt, corpus, prepare_given,
                                    progress if world.is_main else None, warn)

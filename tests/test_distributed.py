@@ -112,6 +112,17 @@ def test_an_interrupted_two_rank_run_resumes_bit_for_bit_and_in_one_process(tmp_
     assert read_metrics(again)[-1]["step"] == 200
 
 
+def test_a_two_rank_run_resumed_in_one_process_goes_on_as_one_process_would(tmp_path, corpus):
+    # A constant rate and no warmup: a run of 8 steps taken on to 16 is a run of 16 steps.
+    args = ["train", corpus, *LM, "--dropout", "0", "--schedule", "constant", "--warmup", "0",
+            "--eval-every", "100"]
+    run(charlm_cmd(*args, "--max-steps", 16, "--out", tmp_path / "one"), tmp_path)
+    run(torchrun(2, *args, "--max-steps", 8, "--out", tmp_path / "two"), tmp_path)
+    run(charlm_cmd("train", "--resume", tmp_path / "two", "--max-steps", 16), tmp_path)
+    # every lane's carried state went back to its lane: the losses after the switch agree
+    assert losses(tmp_path / "two") == pytest.approx(losses(tmp_path / "one"), rel=1e-5)
+
+
 def _worker_pids(agent: int) -> dict[int, int]:
     """rank -> pid of the charlm processes the torchrun process ``agent`` started."""
     found = {}

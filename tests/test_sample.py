@@ -150,3 +150,29 @@ def test_bf16_evaluation_is_close_to_the_exact_figure(lm, small_text):
     assert abs(fast["loss_nats"] - exact["loss_nats"]) < 0.01
     with pytest.raises(CharLMError, match="precision"):
         lm.evaluate(small_text, precision="fp16")
+
+
+def test_streamed_text_is_flushed_by_the_clock_not_per_piece(monkeypatch):
+    import io
+
+    from charlm.cli import common
+
+    class Sink(io.StringIO):
+        flushes = 0
+
+        def flush(self):
+            Sink.flushes += 1
+
+    now = [100.0]
+    monkeypatch.setattr(common.time, "monotonic", lambda: now[0])
+    sink = Sink()
+    writer = common.Streamed(sink)
+    for _ in range(10):  # ten pieces within one flush period: none flushed yet
+        writer.write("a")
+        now[0] += common.Streamed.FLUSH_SECONDS / 20
+    assert Sink.flushes == 0 and sink.getvalue() == ""
+    now[0] += common.Streamed.FLUSH_SECONDS
+    writer.write("b")  # the period has passed: this one is flushed
+    assert Sink.flushes == 1
+    writer.flush()
+    assert sink.getvalue() == "a" * 10 + "b" and Sink.flushes == 2

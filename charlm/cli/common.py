@@ -17,11 +17,14 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from ..errors import CharLMError
 from ..training.world import is_main_process
 
-# Of the processes torchrun starts for one run, the main one alone speaks (the others would
-# say the same; a crash of theirs still shows its traceback).
+# Of the processes torchrun starts for one run, the main one alone shows progress and results
+# (the others would say the same); an error is shown by every process that meets it, named by
+# its rank where it is not the main one (it may be that process's alone: its GPU, its disk).
 _speaks = is_main_process()
 err = Console(stderr=True, highlight=False, soft_wrap=True, quiet=not _speaks)
 out = Console(highlight=False, quiet=not _speaks)
+_errors = Console(stderr=True, highlight=False, soft_wrap=True)
+_ERROR_PREFIX = "" if _speaks else f"process {os.environ.get('RANK')}: "
 
 # Options several commands share, declared once.
 CheckpointOpt = Annotated[Optional[Path], typer.Option(
@@ -45,25 +48,26 @@ def in_processes(nproc: int) -> None:
 
 
 class Streamed:
-    """Text written as it comes, flushed at most every FLUSH_SECONDS (and at the end): a
-    reader sees it appear live, and a process that produces a character at a time is not
-    woken for each one (a flush per character cost sampling ~15%: bench/RESULTS.md)."""
+    """Text written as it comes, passed on at most every FLUSH_SECONDS (and at the end): a
+    reader sees it appear live, without a write to the terminal or pipe (and a wake-up of
+    its reader) for every character, and without a call into the stream for each either."""
 
     FLUSH_SECONDS = 0.05
 
     def __init__(self, stream):
-        self.stream, self.flushed = stream, time.monotonic()
+        self.stream, self.pending, self.flushed = stream, [], time.monotonic()
 
     def write(self, text: str) -> None:
-        self.stream.write(text)
+        self.pending.append(text)
         now = time.monotonic()
         if now - self.flushed >= self.FLUSH_SECONDS:
-            self.stream.flush()
-            self.flushed = now
+            self.flush(now)
 
-    def flush(self) -> None:
+    def flush(self, now: float | None = None) -> None:
+        self.stream.write("".join(self.pending))
         self.stream.flush()
-        self.flushed = time.monotonic()
+        self.pending.clear()
+        self.flushed = time.monotonic() if now is None else now
 
 
 def warn(message: str):
@@ -71,7 +75,8 @@ def warn(message: str):
 
 
 def fail(message: str, code: int = 1):
-    err.print(f"[bold red]error:[/] {escape(message)}", markup=True, soft_wrap=True)
+    _errors.print(f"{_ERROR_PREFIX}[bold red]error:[/] {escape(message)}", markup=True,
+                  soft_wrap=True)
     raise typer.Exit(code)
 
 

@@ -129,14 +129,14 @@ class ClassificationTask(Task):
         rows = self.batches(epoch)[index]
         weight = 1.0
         if self.world.size > 1:
-            mine = np.array_split(rows, self.world.size)[self.world.rank]
+            mine = self.world.part(rows)
             rows, weight = (mine, 1.0) if len(mine) else (rows[:1], 0.0)
         ids, lengths = padded(self.train.encoded.ids, rows, self.device)
         logits = model(ids, lengths, packed=self.config.batching == "packed")
         target = torch.from_numpy(self.train.labels[rows]).to(self.device)
         loss = nn.functional.cross_entropy(logits.float(), target, weight=self.class_weights,
                                            reduction="none")
-        return loss.sum() * weight, int(len(rows) * weight)
+        return loss.sum() * weight, len(rows) if weight else 0
 
     def validation_size(self, final: bool) -> int:
         return len(self.val) if self.val is not None else 0
@@ -147,7 +147,7 @@ class ClassificationTask(Task):
             return None
         ids = self.val.encoded.ids
         if self.world.size > 1:  # each rank its share of the texts, gathered in their order
-            mine = np.array_split(np.arange(len(ids)), self.world.size)[self.world.rank]
+            mine = self.world.part(np.arange(len(ids)))
             parts = self.world.gather(probabilities(model, [ids[i] for i in mine]))
             probs = np.concatenate(parts)
         else:

@@ -46,8 +46,9 @@ def launch(nproc: int, argv: list[str]) -> int:
         return 128 + int(exc.sigval)
     except ChildFailedError as exc:
         codes = sorted({f.exitcode for f in exc.failures.values()})
-        if all(code in (1, 130, 143) for code in codes):
-            return codes[-1]  # a charlm error or an interruption, which the process reported
+        reported = [code for code in codes if code in (1, 130, 143)]
+        if reported:  # a charlm error or an interruption, which a process reported (the
+            return reported[-1]  # others were then stopped by torchrun: negative statuses)
         raise CharLMError(f"a process of the run died (exit status "
                           f"{', '.join(map(str, codes))}); its last checkpoint is kept: "
                           f"continue with --resume") from None

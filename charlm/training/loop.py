@@ -164,17 +164,11 @@ class Trainer:
             # rank its own random stream for dropout; rank 0's is the one process's.
             if not self.world.is_main:
                 torch.manual_seed(rank_seed(self.config.seed, self.world.rank))
-            self._wrap(lowest=0)
 
     def _wrap(self, lowest: int) -> None:
-        """Wrap the model in DistributedDataParallel for the parameters that train now (the
-        layer groups from ``lowest`` up, with gradual unfreezing: DDP reduces exactly the
-        parameters that required a gradient when it was made, so it is made again when one
-        more group thaws)."""
-        if uses_layer_groups(self.config):
-            for group in self.optimizer.param_groups:
-                for p in group["params"]:
-                    p.requires_grad_(group["layer"] >= lowest)
+        """Wrap the model in DistributedDataParallel (at the first step, and again when
+        gradual unfreezing thaws a group below ``lowest``'s: DDP reduces exactly the
+        parameters that required a gradient when it was made)."""
         self._ddp = DistributedDataParallel(
             self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
             # a learned initial state is used only by the ranks whose chunk starts a document
@@ -419,7 +413,7 @@ class Trainer:
         self.log(record)
         self.report("eval", record)
         if best:
-            if not (self.files / LAST).exists():
+            if not self._has_last():
                 self.save(LAST)  # so a run never has a best checkpoint but nothing to resume
             self.save(BEST)
         return record
@@ -436,7 +430,7 @@ class Trainer:
             if uses_layer_groups(c):  # gradual unfreezing: groups below ``lowest`` wait
                 for p in group["params"]:
                     p.requires_grad_(group["layer"] >= lowest)
-        if self._ddp is not None and lowest != self._ddp_lowest:
+        if self.world.size > 1 and lowest != self._ddp_lowest:
             self._wrap(lowest)
         dtype = self.compute_dtype
         with self.model.compute_in(dtype) if dtype is not None else nullcontext():
@@ -484,6 +478,11 @@ class Trainer:
             pos.epoch += 1
         return {"step": pos.step, "loss": loss_value, "lr": lr, "grad_norm": norm_value,
                 "targets": count, "finite": finite}
+
+    def _has_last(self) -> bool:
+        """Whether the run has a last checkpoint, as the main process sees it (saving one is
+        a collective: every rank must decide alike)."""
+        return self.world.from_main((self.files / LAST).exists())
 
     def _agree_on_time(self) -> None:
         """Every rank takes the main process's clock and costs, so that every decision that
@@ -577,7 +576,7 @@ class Trainer:
                                  or self.validation_size(False) < self.validation_size(True)):
             self.validate(final=True)  # the final figure (see validation_size)
             tick()
-        if last_saved != self.pos.step or not (self.files / LAST).exists():
+        if last_saved != self.pos.step or not self._has_last():
             self.save(LAST)
         if not (self.files / BEST).exists():
             self.save(BEST)  # no validation split: the final weights are the best we know

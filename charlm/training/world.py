@@ -34,15 +34,15 @@ def launched_ranks() -> int:
 
 
 def local_rank() -> int | None:
-    """This process's index on its machine under torchrun (None without it)."""
-    value = os.environ.get("LOCAL_RANK")
-    return int(value) if value is not None and value.isdigit() else None
+    """This process's index on its machine among several torchrun started (None without)."""
+    value = os.environ.get("LOCAL_RANK", "")
+    return int(value) if value.isdigit() and launched_ranks() > 1 else None
 
 
 def is_main_process() -> bool:
     """Whether this process is a run's main one (rank 0, or the only one), from the
     environment alone (before torch.distributed is set up)."""
-    return os.environ.get("RANK", "0") in ("", "0")
+    return launched_ranks() == 1 or os.environ.get("RANK", "0") in ("", "0")
 
 
 @dataclass(frozen=True)
@@ -80,13 +80,20 @@ class World:
     def is_main(self) -> bool:
         return self.rank == 0
 
-    def share(self, count: int) -> np.ndarray:
+    def share(self, count: int, what: str = "lanes or examples",
+              remedy: str = "use a larger --batch-size or fewer processes") -> np.ndarray:
         """This rank's items of ``count`` (lanes, examples): a contiguous block of about
-        count / size, the blocks of all ranks in rank order covering every item once."""
+        count / size, the blocks of all ranks in rank order covering every item once; every
+        rank gets at least one."""
         if count < self.size:
-            raise CharLMError(f"{count} lanes or examples cannot be shared by {self.size} "
-                              f"processes; use a larger --batch-size or fewer processes")
-        return np.array_split(np.arange(count), self.size)[self.rank]
+            raise CharLMError(f"{count} {what} cannot be shared by {self.size} processes; "
+                              f"{remedy}")
+        return self.part(np.arange(count))
+
+    def part(self, items) -> np.ndarray:
+        """This rank's contiguous block of ``items`` (it may be empty where they are fewer
+        than the ranks)."""
+        return np.array_split(np.asarray(items), self.size)[self.rank]
 
     def sum(self, *values: float, device: torch.device | str = "cpu") -> tuple[float, ...]:
         """Each value summed over the ranks."""
