@@ -209,7 +209,7 @@ def probe_run(data: list[Path], val: list[Path] | None, out: Path | None, readin
 
     check_probe(penalty, options.get("head_hidden") or 0)
     if launched_ranks() > 1:
-        raise CharLMError("--probe fits in one process: run it without torchrun")
+        raise CharLMError("--probe fits in one process; run it without torchrun")
     trainer = new_classifier_run(data, val, out, None, reading, options, init_from, report,
                                  warn)
     task, model = trainer.task, trainer.model

@@ -6,7 +6,7 @@ import os
 
 import torch
 
-from .errors import CharLMError
+from .errors import CharLMError, ProcessError
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DEVICE_HELP = "Where to compute; auto: cuda, then mps, then cpu."
@@ -30,7 +30,7 @@ def resolve_device(name: str) -> torch.device:
         index = local_rank()
         if index is not None:
             if index >= torch.cuda.device_count():
-                raise CharLMError(f"process {index} on this machine has no GPU of its own "
+                raise ProcessError(f"process {index} on this machine has no GPU of its own "
                                   f"({torch.cuda.device_count()} here); start at most that "
                                   f"many per machine (--nproc_per_node)")
             torch.cuda.set_device(index)
@@ -89,7 +89,7 @@ def check_fits(parameters: int, device: torch.device, exact: bool = True) -> Non
     if have is not None and need > have:
         a_model, about = ("a model of ", "about") if exact else ("a model of more than ",
                                                                   "more than")
-        raise CharLMError(f"{a_model}{parameters:,} parameters needs {about} "
+        raise ProcessError(f"{a_model}{parameters:,} parameters needs {about} "
                           f"{need / 2**30:,.1f} GiB to train (weights, gradients, optimizer "
                           f"state) but the {device.type} has {have / 2**30:,.1f} GiB; use a "
                           f"smaller --hidden, --layers or --embed")

@@ -8,6 +8,12 @@ class CharLMError(Exception):
     no traceback. Library code raises it for anything a user can fix.
     """
 
+
+class ProcessError(CharLMError):
+    """A problem of one process among those that train a run together (its GPU, its memory):
+    shown by that process whatever its rank, where the others' errors, the same as the main
+    process's, are left to it."""
+
     def __init__(self, message: str):
         super().__init__(" ".join(str(message).split()))
 

@@ -398,6 +398,14 @@ def test_an_l1_probe_keeps_few_features_where_one_carries_the_label():
     assert len(dense) == 41
 
 
+def test_a_probe_in_several_processes_is_refused_before_any_starts(tmp_path, language_model):
+    data = labelled_file(tmp_path / "data.txt")
+    r = run("classify", "train", data, "--init-from", language_model, "--probe", "--nproc", "2",
+            "--out", tmp_path / "probe")
+    assert r.exit_code == 1 and "leave out --nproc" in r.stderr
+    assert not (tmp_path / "probe").exists()
+
+
 def test_a_unit_counts_once_for_its_three_pooled_features():
     from charlm.probe import weighted_units
 

@@ -20,7 +20,7 @@ from ..text.sources import ReadConfig
 from .app import group
 from .common import Guard, JsonOpt, NprocOpt, err, in_processes, out, warn
 from .params import with_options
-from .training_view import TrainView, run_trainer, where
+from .training_view import TrainView, run_trainer, start_words
 
 classify_app = group("classify", "Classify whole texts (many-to-one): train a classifier from "
                                  "scratch or on a trained language model, evaluate it, predict "
@@ -45,7 +45,7 @@ def _start_line(data: dict) -> str:
     budget = f"{total:,} steps" if total else ""
     if data.get("max_time"):
         budget += (" or " if budget else "") + f"{data['max_time']:g} s"
-    return (f"training on {where(data)}: preset {data['preset']}, {data['parameters']:,} "
+    return (f"{start_words(data)}: preset {data['preset']}, {data['parameters']:,} "
             f"parameters, {data['examples']:,} texts ({len(data['labels'])} labels), "
             f"{data['val_examples']:,} to validate on, {data['batches_per_epoch']:,} batches "
             f"per epoch" + (f", {budget}" if budget else ""))
@@ -92,6 +92,8 @@ def classify_train(
     from ..classify_runs import new_classifier_run, probe_run, resume_classifier_run
 
     with Guard():
+        if probe and nproc > 1:
+            raise CharLMError("--probe fits in one process; leave out --nproc")
         in_processes(nproc)
         given = split_by_owner(options, (LabelledConfig, *CLASSIFY_OPTIONS))
         reading = given.pop(LabelledConfig)

@@ -14,12 +14,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
-from ..errors import CharLMError
+from ..errors import CharLMError, ProcessError
 from ..training.world import is_main_process
 
-# Of the processes torchrun starts for one run, the main one alone shows progress and results
-# (the others would say the same); an error is shown by every process that meets it, named by
-# its rank where it is not the main one (it may be that process's alone: its GPU, its disk).
+# Of the processes torchrun starts for one run, the main one alone shows progress, results and
+# errors (the others would say the same), except an error of a process's own (ProcessError:
+# its GPU, its memory), which that process shows, named by its rank.
 _speaks = is_main_process()
 err = Console(stderr=True, highlight=False, soft_wrap=True, quiet=not _speaks)
 out = Console(highlight=False, quiet=not _speaks)
@@ -34,7 +34,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print the results as one 
 NprocOpt = Annotated[int, typer.Option(
     "--nproc", min=1, help="Train in this many processes on this machine (each its share of "
                            "the data, gradients averaged: torchrun started for you; for "
-                           "several machines run torchrun yourself). Default: 1.")]
+                           "several machines run torchrun yourself, without --nproc).")]
 
 
 def in_processes(nproc: int) -> None:
@@ -74,9 +74,12 @@ def warn(message: str):
     err.print(f"warning: {message}", markup=False)
 
 
-def fail(message: str, code: int = 1):
-    _errors.print(f"{_ERROR_PREFIX}[bold red]error:[/] {escape(message)}", markup=True,
-                  soft_wrap=True)
+def fail(message: str, code: int = 1, own: bool = False):
+    """The error as one line and exit ``code``; off the main process only an error of its
+    ``own`` is shown."""
+    if _speaks or own:
+        _errors.print(f"{_ERROR_PREFIX}[bold red]error:[/] {escape(message)}", markup=True,
+                      soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -102,7 +105,7 @@ class Guard:
             quiet_stdout()
             raise typer.Exit(0)
         if isinstance(exc, CharLMError):
-            fail(str(exc))
+            fail(str(exc), own=isinstance(exc, ProcessError))
         if isinstance(exc, KeyboardInterrupt):
             err.print("interrupted")
             raise typer.Exit(130)
@@ -112,7 +115,7 @@ class Guard:
                  f"its last checkpoint is kept: continue with --resume")
         if isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and any(
                 s in str(exc) for s in ("can't allocate memory", "out of memory"))):
-            fail("out of memory; try a smaller model or --batch-size")
+            fail("out of memory; try a smaller model or --batch-size", own=True)
         if isinstance(exc, OSError):
             where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
             fail(f"{where}{exc.strerror or exc}")

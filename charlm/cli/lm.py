@@ -22,7 +22,7 @@ from .app import app
 from .common import (CheckpointOpt, Guard, JsonOpt, NprocOpt, Streamed, err, in_processes,
                      out, progress_bar, warn)
 from .params import with_options
-from .training_view import TrainView, fmt_rate, run_trainer, where
+from .training_view import TrainView, fmt_rate, run_trainer, start_words
 
 # ----- prepare ---------------------------------------------------------------------------------
 
@@ -75,7 +75,7 @@ def _start_line(data: dict) -> str:
     preset = f"preset {data['preset']}, " if data.get("preset") else ""
     if data.get("choice"):
         preset = _describe_choice(data["choice"]) + ", "
-    return (f"training on {where(data)}: {preset}{data['parameters']:,} parameters, "
+    return (f"{start_words(data)}: {preset}{data['parameters']:,} parameters, "
             f"{data['lanes']} lanes, {data['chunks_per_epoch']:,} chunks per epoch"
             + (f", {budget}" if budget else ""))
 

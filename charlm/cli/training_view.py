@@ -16,10 +16,13 @@ from ..training.world import launched_ranks
 from .common import err
 
 
-def where(data: dict) -> str:
-    """Where a run trains, from its start event: the device, or the processes and theirs."""
+def start_words(data: dict) -> str:
+    """How a training command's first line begins, from the start event: a new run or one
+    resumed, and where it trains (the device, or the processes and the main one's device)."""
     n = data.get("processes", 1)
-    return data["device"] if n == 1 else f"{n} processes ({data['device']} on the first)"
+    where = data["device"] if n == 1 else f"{n} processes (the main one on {data['device']})"
+    step = data.get("step", 0)
+    return f"resuming at step {step:,} on {where}" if step else f"training on {where}"
 
 
 def fmt_rate(x: float) -> str:
@@ -84,7 +87,9 @@ def launched_as(command: str) -> str:
         return command
     if os.environ.get(LAUNCHED_BY) == str(ranks):
         return f"{command} --nproc {ranks}"
-    return f"torchrun --nproc_per_node {ranks} -m {command}"
+    if os.environ.get("LOCAL_WORLD_SIZE") == str(ranks):  # one machine
+        return f"torchrun --standalone --nproc_per_node {ranks} -m {command}"
+    return f"torchrun (as started, on every machine) -m {command}"
 
 
 def run_trainer(trainer, view: TrainView, resume_command: str = "charlm train") -> dict:

@@ -102,7 +102,8 @@ class LanguageModelTask(Task):
         self.world = world
         self.share = world.share(self.lanes) if world.size > 1 else None
         if self.val_split is not None and world.size > 1:  # refused now, not at validation
-            world.share(self.config.eval_lanes, "validation lanes", "run fewer processes")
+            world.share(self.config.eval_lanes, "the validation's lane count",
+                        "run fewer processes")
         if self.share is not None:
             self.layout = self.layout.select(self.share)
         self.device = model.device

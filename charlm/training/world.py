@@ -80,14 +80,14 @@ class World:
     def is_main(self) -> bool:
         return self.rank == 0
 
-    def share(self, count: int, what: str = "lanes or examples",
+    def share(self, count: int, what: str = "--batch-size",
               remedy: str = "use a larger --batch-size or fewer processes") -> np.ndarray:
         """This rank's items of ``count`` (lanes, examples): a contiguous block of about
         count / size, the blocks of all ranks in rank order covering every item once; every
         rank gets at least one."""
         if count < self.size:
-            raise CharLMError(f"{count} {what} cannot be shared by {self.size} processes; "
-                              f"{remedy}")
+            raise CharLMError(f"{what} {count} cannot be shared by {self.size} processes "
+                              f"(each needs at least one); {remedy}")
         return self.part(np.arange(count))
 
     def part(self, items) -> np.ndarray:
