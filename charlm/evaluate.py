@@ -68,8 +68,10 @@ def evaluate(model: NextSymbolModel, vocab: Vocab, split: Split,
              config: EvalConfig | None = None, sample: int | None = None,
              limit: int | None = None, world=None) -> dict:
     """The figures of ``model`` on ``split``. With ``world`` (the processes of a run), each
-    scores its share of the lanes and the sums are combined: the figures of all lanes. Precision "bf16" runs the forward on bfloat16
-    casts of the weights (faster on CPUs with bf16 instructions); the loss is still summed in
+    scores its share of the lanes and the sums are combined: the figures of all lanes.
+
+    Precision "bf16" runs the forward on bfloat16 casts of the weights (faster on CPUs with
+    bf16 instructions); the loss is still summed in
     float32 and in float64 across chunks, but each logit carries bf16's ~3 significant digits,
     so figures move in the third or fourth decimal. "fp32" (the default) is exact.
 
@@ -94,8 +96,10 @@ def evaluate(model: NextSymbolModel, vocab: Vocab, split: Split,
     sampled = None
     if sample and sample < min(split.symbols, limit or split.symbols):
         sampled = layout.limited(-(-sample // layout.num_lanes))
-    if world is not None and world.size > 1:
-        share = world.share(layout.num_lanes)
+    shared = world is not None and world.size > 1
+    if shared:
+        share = world.share(layout.num_lanes, "the validation's lane count",
+                            "run fewer processes")
         layout = layout.select(share)
         sampled = sampled.select(share) if sampled is not None else None
     total, count, s_total, s_count = 0.0, 0, 0.0, 0
@@ -117,7 +121,7 @@ def evaluate(model: NextSymbolModel, vocab: Vocab, split: Split,
                 s, n = loss_sum(logits, y.masked_fill(outside, PAD_ID))
                 s_total += float(s)
                 s_count += n
-    if world is not None and world.size > 1:
+    if shared:
         total, count, s_total, s_count = world.sum(total, count, s_total, s_count)
         count, s_count = int(count), int(s_count)
     chars = split.chars - split.unknown  # unknown characters are not scored

@@ -79,8 +79,8 @@ def new_run(corpus: list[Path], out: Path | None, preset_name: str | None,
     checked = _configs(TrainConfig.over(values, options))  # every check, before any corpus
     world = join_world(checked[0].device)                    # is prepared
     with world.main_first():  # the others find it in the cache
-        prepared = open_or_prepare(corpus, prepare_given, progress if world.is_main else None,
-                                   warn, vocab=lm.vocab if lm is not None else None)
+        prepared = open_or_prepare(corpus, prepare_given, progress, warn,
+                                   vocab=lm.vocab if lm is not None else None)
     run_dir = world.main_decides(lambda: _new_run_dir(corpus, out, prepare_given.get("encoding")))
     choice = None
     if name == AUTO:  # measured and chosen by the main process, for all
@@ -175,8 +175,7 @@ def resume_run(run_dir: Path, corpus: list[Path] | None, prepare_given: dict, op
     check_resumable(options, ckpt.run_config, TRAIN_OPTIONS)
     world = join_world(options.get("device"), ckpt.run_config)
     with world.main_first():
-        prepared = _resumed_corpus(run_dir, ckpt, corpus, prepare_given,
-                                   progress if world.is_main else None, warn)
+        prepared = _resumed_corpus(run_dir, ckpt, corpus, prepare_given, progress, warn)
     if prepared.vocab.to_json() != ckpt.vocab.to_json():
         raise CharLMError("cannot resume on this corpus: its vocab differs from the run's")
 

@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
 from ..errors import CharLMError, ProcessError
-from ..training.world import is_main_process
+from ..training.world import is_main_process, launched_ranks
 
 # Of the processes torchrun starts for one run, the main one alone shows progress, results and
 # errors (the others would say the same), except an error of a process's own (ProcessError:
@@ -41,7 +41,6 @@ def in_processes(nproc: int) -> None:
     """With ``--nproc N`` > 1 (and not already one of torchrun's processes), run this very
     command in N processes and exit with their status."""
     from ..training.launch import launch, without_option
-    from ..training.world import launched_ranks
 
     if nproc > 1 and launched_ranks() == 1:
         raise typer.Exit(launch(nproc, without_option(sys.argv[1:], "--nproc")))

@@ -438,7 +438,7 @@ class Trainer:
         if self.world.size > 1:
             # DDP averages the ranks' gradients: each scales its sum by the targets of all
             # ranks (times their number), so the average is the gradient of the mean loss.
-            summed, count = self.world.sum(float(total.detach()), count, device=self.device)
+            summed, count = self.world.sum(float(total.detach()), count)
             count = int(count)
             loss = total * (self.world.size / max(count, 1))
             loss_value = summed / max(count, 1)
@@ -538,7 +538,7 @@ class Trainer:
             self._agree_on_time()
         self._agree_on_time()
         while not self.finished():
-            if self.world.any(self.stop_requested, device=self.device):
+            if self.world.any(self.stop_requested):
                 status = "interrupted"
                 break
             t0 = self.clock()

@@ -95,17 +95,17 @@ class World:
         than the ranks)."""
         return np.array_split(np.asarray(items), self.size)[self.rank]
 
-    def sum(self, *values: float, device: torch.device | str = "cpu") -> tuple[float, ...]:
-        """Each value summed over the ranks."""
+    def sum(self, *values: float) -> tuple[float, ...]:
+        """Each value summed over the ranks (host numbers: through the CPU group, gloo)."""
         if self.size == 1:
             return values
-        t = torch.tensor(values, dtype=torch.float64, device=_collective_device(device))
+        t = torch.tensor(values, dtype=torch.float64)
         torch.distributed.all_reduce(t)
         return tuple(t.tolist())
 
-    def any(self, flag: bool, device: torch.device | str = "cpu") -> bool:
+    def any(self, flag: bool) -> bool:
         """Whether any rank says so (a stop request)."""
-        return self.sum(float(flag), device=device)[0] > 0 if self.size > 1 else flag
+        return self.sum(float(flag))[0] > 0 if self.size > 1 else flag
 
     def from_main(self, value):
         """The main process's ``value`` (any picklable object), on every rank."""
@@ -156,10 +156,3 @@ class World:
             if self.is_main:
                 self.barrier()
 
-
-def _collective_device(device: torch.device | str) -> torch.device:
-    """Small figures go through the CPU group (gloo) unless the backend is NCCL alone."""
-    device = torch.device(device)
-    if device.type == "cuda" and torch.distributed.get_backend() != "nccl":
-        return torch.device("cpu")
-    return device
