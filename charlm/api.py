@@ -83,6 +83,7 @@ class LanguageModel:
 
     def sample(self, prime: str | None = None, length: int | None = None,
                temperature: float | None = None, top_k: int | None = None,
+               top_p: float | None = None, stop: str | Iterable[str] | None = None,
                seed: int | None = None, num_samples: int | None = None,
                on_text: Callable[[int, str], None] | None = None,
                on_warning: Callable[[str], None] | None = None,
@@ -92,8 +93,10 @@ class LanguageModel:
 
         With ``on_text`` set and ``collect=False`` the text is only streamed, not kept.
         """
+        stop = (stop,) if isinstance(stop, str) else None if stop is None else tuple(stop)
         config = SampleConfig.from_given(prime=prime, length=length, temperature=temperature,
-                                         top_k=top_k, seed=seed, num_samples=num_samples)
+                                         top_k=top_k, top_p=top_p, stop=stop, seed=seed,
+                                         num_samples=num_samples)
         texts = self.generate(config, on_text, on_warning, collect)
         return texts[0] if config.num_samples == 1 else texts
 

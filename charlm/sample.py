@@ -23,6 +23,18 @@ from .predictor import NextSymbolModel, check_vocab
 from .text.vocab import Vocab
 
 
+def top_p_check(flag: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise CharLMError(f"{flag} must be in (0, 1], got {value}")
+
+
+def stop_check(flag: str, value) -> None:
+    if not isinstance(value, tuple) or not all(isinstance(s, str) for s in value):
+        raise CharLMError(f"{flag} takes text")
+    if any(not s for s in value):
+        raise CharLMError(f"{flag} must not be empty")
+
+
 @dataclass(frozen=True)
 class SampleConfig(Options):
     """What to generate."""
@@ -35,6 +47,13 @@ class SampleConfig(Options):
                                 check=non_negative_number)
     top_k: int | None = option(None, "Draw only from the k most likely symbols (0 = all).",
                                check=non_negative_int, default_help="all")
+    top_p: float | None = option(None, "Nucleus sampling: draw only from the most likely "
+                                       "symbols whose probabilities (after --temp and --top-k) "
+                                       "add up to at least P, in (0, 1].", check=top_p_check,
+                                 default_help="off")
+    stop: tuple[str, ...] = option((), "End a sample where it produces this text (which is not "
+                                       "printed); give it several times for several.",
+                                   check=stop_check, default_help="none")
     num_samples: int = option(1, "Independent samples to generate (sample i uses seed "
                                  "+ i - 1).", check=positive_int)
     seed: int | None = option(None, "Random seed: the same seed gives the same text.",
@@ -92,16 +111,21 @@ class RowRandom:
 
 
 def pick(logits: torch.Tensor, temperature: float, top_k: int | None,
-         uniforms: torch.Tensor) -> torch.Tensor:
+         uniforms: torch.Tensor, top_p: float | None = None) -> torch.Tensor:
     """Draw one id per row from logits (B, V) by inverting the cumulative distribution at
-    ``uniforms`` (B,); temperature 0 takes the argmax. Ids whose probability is zero (logit
-    -inf: PAD, UNK, those outside the top k) are never drawn."""
+    ``uniforms`` (B,); temperature 0 takes the argmax. The distribution is the softmax at
+    ``temperature``, cut to the ``top_k`` most likely ids, then to the nucleus of ``top_p``
+    (see ``outside_nucleus``), renormalised. Ids whose probability is zero (logit -inf: PAD,
+    UNK, those cut) are never drawn."""
     if temperature == 0:
         return logits.argmax(dim=-1)
     logits = logits.double() / temperature
     if top_k and top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1:
+        logits = logits.masked_fill(outside_nucleus(torch.softmax(logits, dim=-1), top_p),
+                                    float("-inf"))
     cdf = torch.softmax(logits, dim=-1).cumsum(dim=-1)
     total = cdf[:, -1]
     # Aim strictly below the total (rounding could put u * total on it). The first id whose
@@ -111,18 +135,56 @@ def pick(logits: torch.Tensor, temperature: float, top_k: int | None,
     return torch.searchsorted(cdf, aim.unsqueeze(-1), right=True).squeeze(-1)
 
 
+def outside_nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """(B, V) True where an id lies outside the nucleus of its row: the most likely ids,
+    taken in order of probability until they hold at least ``top_p`` of it (the id that
+    crosses ``top_p`` is in; of equal probabilities the lower id comes first)."""
+    ranked, order = probs.sort(dim=-1, descending=True, stable=True)
+    before = ranked.cumsum(dim=-1) - ranked  # the mass of the more likely ids
+    before[:, 0] = 0.0
+    return torch.empty_like(order, dtype=torch.bool).scatter_(-1, order, before >= top_p)
+
+
+class StopAt:
+    """One sample's text passed on until it produces one of ``stops`` (which is not passed
+    on): the first to be complete, as the text grows, ends it. Text that could be the start of
+    a stop string is held back until it is known not to be."""
+
+    def __init__(self, stops: tuple[str, ...]):
+        self.stops, self.held, self.done = stops, "", False
+        self.longest = max((len(s) for s in stops), default=0)
+
+    def push(self, text: str) -> str:
+        if self.done or not self.stops:
+            return "" if self.done else text
+        held = self.held + text
+        hits = [(i + len(s), i) for s in self.stops if (i := held.find(s)) >= 0]
+        if hits:  # the stop string completed first ends the sample
+            self.done, self.held = True, ""
+            return held[:min(hits)[1]]
+        keep = next((k for k in range(min(self.longest - 1, len(held)), 0, -1)
+                     if any(s.startswith(held[-k:]) for s in self.stops)), 0)
+        self.held = held[len(held) - keep:]
+        return held[:len(held) - keep]
+
+    def flush(self) -> str:
+        held, self.held = self.held, ""
+        return held
+
+
 @torch.no_grad()
 def generate(model: NextSymbolModel, vocab: Vocab, config: SampleConfig,
              separator: str = "\n\n", on_text: Callable[[int, str], None] | None = None,
              on_warning: Callable[[str], None] | None = None,
              collect: bool = True) -> list[str]:
     """Generate ``config.num_samples`` texts of ``config.length`` characters each after
-    ``config.prime`` (the config must have a seed: see ``SampleConfig.with_seed``).
+    ``config.prime`` (the config must have a seed: see ``SampleConfig.with_seed``); a sample
+    ends sooner where it produces one of ``config.stop``.
 
     ``on_text(sample_index, text)`` receives text as soon as it is decoded (streaming). The
-    returned strings hold the generated continuation only, without the prime; with
-    ``collect=False`` nothing is kept (memory stays flat however long the stream) and empty
-    strings are returned.
+    returned strings hold the generated continuation only, without the prime (nor the stop
+    string); with ``collect=False`` nothing is kept (memory stays flat however long the
+    stream) and empty strings are returned.
     """
     c = config
     if c.seed is None:
@@ -144,13 +206,27 @@ def generate(model: NextSymbolModel, vocab: Vocab, config: SampleConfig,
     ids = [vocab.eod_id] + [int(i) for i in prime_ids]
     x = torch.tensor([ids] * num_samples, device=device)
     decoders = [vocab.stream_decoder() for _ in range(num_samples)]
+    stops = [StopAt(c.stop) for _ in range(num_samples)]
     outputs = [[] for _ in range(num_samples)]
     written = [0] * num_samples
+
+    def emit(b: int, text: str) -> None:
+        if text:
+            if collect:
+                outputs[b].append(text)
+            if on_text:
+                on_text(b, text)
+
+    def deliver(b: int, text: str) -> None:
+        emit(b, stops[b].push(text))
+        if stops[b].done:
+            written[b] = length  # this sample has ended
+
     with model.inference(), _step_context(device):
         logits, state = model.next_logits(x)
         last = logits[:, -1]
         while min(written) < length:
-            nxt = pick(last, temperature, top_k, rows.next() if temperature else None)
+            nxt = pick(last, temperature, top_k, rows.next() if temperature else None, c.top_p)
             tokens = nxt.tolist()
             for b, token in enumerate(tokens):
                 if written[b] >= length:
@@ -159,19 +235,14 @@ def generate(model: NextSymbolModel, vocab: Vocab, config: SampleConfig,
                 text = text[: length - written[b]]
                 if text:
                     written[b] += len(text)
-                    if collect:
-                        outputs[b].append(text)
-                    if on_text:
-                        on_text(b, text)
+                    deliver(b, text)
             if vocab.eod_id in tokens:
                 state = model.reset_state(state, nxt == vocab.eod_id)
             logits, state = model.next_logits(nxt[:, None], state)
             last = logits[:, -1]
     for b in range(num_samples):
-        tail = decoders[b].flush()[: max(length - written[b], 0)]
-        if tail:
-            if collect:
-                outputs[b].append(tail)
-            if on_text:
-                on_text(b, tail)
+        if not stops[b].done:
+            deliver(b, decoders[b].flush()[: max(length - written[b], 0)])
+        if not stops[b].done:
+            emit(b, stops[b].flush())  # the text held back was not a stop after all
     return ["".join(o) for o in outputs]

@@ -157,6 +157,17 @@ BAD_INPUTS = {
     "zero bad steps allowed": (["train", "{small}", "--max-bad-steps", "0"],
                                "--max-bad-steps must be"),
     "zero eval lanes": (["eval", "--checkpoint", "{run}", "--lanes", "0"], "--lanes must be"),
+    "top-p zero": (["sample", "--checkpoint", "{run}", "--top-p", "0"], "--top-p must be in"),
+    "top-p above one": (["sample", "--checkpoint", "{run}", "--top-p", "1.5"],
+                        "--top-p must be in (0, 1]"),
+    "empty stop": (["sample", "--checkpoint", "{run}", "--stop", "a", "--stop", ""],
+                   "--stop must not be empty"),
+    "prime twice": (["sample", "--checkpoint", "{run}", "--prime", "a", "--prime-file",
+                     "{short}"], "not both"),
+    "empty prime file": (["sample", "--checkpoint", "{run}", "--prime-file", "{empty}"],
+                         "holds no text"),
+    "missing prime file": (["sample", "--checkpoint", "{run}", "--prime-file", "gone.txt"],
+                           "gone.txt: no such file"),
     "zero samples": (["sample", "--checkpoint", "{run}", "--num-samples", "0"],
                      "--num-samples must be"),
     "sample from a text file": (["sample", "--checkpoint", "{small}"],
@@ -276,6 +287,24 @@ def test_several_samples_are_separated_on_stdout(run_dir):
     single = run("sample", "--checkpoint", run_dir, "--length", "20", "--seed", "5")
     first = r.stdout.split("===\n")[1].split("\n\n=== sample")[0]
     assert single.stdout == first + ("" if first.endswith("\n") else "\n")
+
+
+def test_prime_file_stop_and_top_p_from_the_command_line(tmp_path, run_dir):
+    prime = "First Citizen:\nBefore we proceed any further, hear me speak.\n" * 3
+    (tmp_path / "prime.txt").write_bytes(prime.encode("cp1252"))
+    given = ["sample", "--checkpoint", run_dir, "--length", "200", "--seed", "3", "--temp", "1"]
+    inline = run(*given, "--prime", prime)
+    from_file = run(*given, "--prime-file", tmp_path / "prime.txt", "--encoding", "cp1252")
+    assert inline.exit_code == from_file.exit_code == 0, from_file.stderr
+    assert from_file.stdout == inline.stdout and from_file.stdout.startswith(prime)
+    # --stop, given twice: the text ends before the first place either appears.
+    free = inline.stdout[len(prime):-1]
+    cut = min(i for i in (free.find("e"), free.find("a"), len(free)) if i >= 0)
+    assert 0 < cut < len(free)  # the test needs a text that has one of them
+    stopped = run(*given, "--prime", prime, "--stop", "e", "--stop", "a")
+    assert stopped.exit_code == 0 and stopped.stdout == prime + free[:cut] + "\n"
+    assert run(*given, "--prime", prime, "--top-p", "1").stdout == inline.stdout
+    assert run(*given, "--prime", prime, "--top-p", "0.5").stdout != inline.stdout
 
 
 def test_encoding_for_train_prepare_and_eval(tmp_path):

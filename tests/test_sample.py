@@ -176,3 +176,99 @@ def test_streamed_text_is_flushed_by_the_clock_not_per_piece(monkeypatch):
     assert Sink.flushes == 1
     writer.flush()
     assert sink.getvalue() == "a" * 10 + "b" and Sink.flushes == 2
+
+
+def test_the_nucleus_is_the_fewest_most_likely_ids_that_reach_p():
+    import torch
+    from charlm.sample import outside_nucleus
+
+    probs = torch.tensor([[0.15, 0.5, 0.05, 0.3]], dtype=torch.float64)
+    kept = {p: (~outside_nucleus(probs, p)[0]).nonzero().flatten().tolist()
+            for p in (0.2, 0.5, 0.79, 0.8, 0.81, 0.95, 0.96, 1.0)}
+    assert kept == {0.2: [1], 0.5: [1], 0.79: [1, 3], 0.8: [1, 3], 0.81: [0, 1, 3],
+                    0.95: [0, 1, 3], 0.96: [0, 1, 2, 3], 1.0: [0, 1, 2, 3]}
+    ties = torch.tensor([[0.25, 0.25, 0.25, 0.25]], dtype=torch.float64)
+    assert (~outside_nucleus(ties, 0.5)[0]).tolist() == [True, True, False, False]
+
+
+def test_top_p_draws_only_from_the_nucleus_in_proportion_to_the_renormalised_probabilities():
+    import torch
+    from scipy.stats import chisquare
+    from charlm.sample import pick
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.log(torch.tensor([[0.02, 0.4, 0.0, 0.25, 0.08, 0.2, 0.05]]))
+    n = 40_000
+    u = torch.rand(n, generator=g, dtype=torch.float64)
+    # At temperature 1 the nucleus of 0.8 is ids 1, 3, 5 (0.85); at temperature 2 the
+    # distribution flattens (0.284, 0.225, 0.201, 0.127, 0.100...) and it takes more ids.
+    for temperature, top_p, nucleus in ((1.0, 0.8, [1, 3, 5]), (1.0, 0.86, [1, 3, 4, 5]),
+                                        (2.0, 0.8, [1, 3, 4, 5]), (2.0, 0.85, [1, 3, 4, 5, 6])):
+        ids = pick(logits.expand(n, -1), temperature, None, u, top_p)
+        counts = torch.bincount(ids, minlength=7)
+        assert sorted(counts.nonzero().flatten().tolist()) == nucleus
+        p = torch.softmax(logits[0].double() / temperature, -1)[nucleus]
+        expected = (p / p.sum() * n).tolist()
+        assert chisquare(counts[nucleus].tolist(), expected).pvalue > 1e-3, (temperature, top_p)
+    # With top-k the nucleus is taken within the k most likely.
+    ids = pick(logits.expand(n, -1), 1.0, 2, u, 0.9)
+    assert sorted(torch.bincount(ids).nonzero().flatten().tolist()) == [1, 3]
+
+
+def test_sampling_with_top_p_stays_in_each_steps_nucleus(lm, monkeypatch):
+    import torch
+    import charlm.sample as sampling
+
+    seen, original = [], sampling.pick
+
+    def recording(logits, temperature, top_k, uniforms, top_p=None):
+        ids = original(logits, temperature, top_k, uniforms, top_p)
+        seen.append((logits.clone(), ids))
+        return ids
+    monkeypatch.setattr(sampling, "pick", recording)
+    text = lm.sample("The ", length=150, temperature=1.2, top_p=0.6, seed=2)
+    assert len(text) == 150 and len(seen) >= 100
+    for logits, ids in seen:
+        probs = torch.softmax(logits.double() / 1.2, -1)
+        assert not sampling.outside_nucleus(probs, 0.6)[0, ids[0]]
+    monkeypatch.setattr(sampling, "pick", original)
+    assert lm.sample("The ", length=150, temperature=1.2, top_p=1.0, seed=2) == \
+        lm.sample("The ", length=150, temperature=1.2, seed=2)
+
+
+def test_stop_strings_end_each_sample_before_they_appear(lm):
+    free = lm.sample("KING", length=300, temperature=1.0, seed=11, num_samples=3)
+    stops = ("e ", "\n")
+    stopped = lm.sample("KING", length=300, temperature=1.0, seed=11, num_samples=3,
+                        stop=stops)
+    for whole, cut in zip(free, stopped):  # (the stops cannot overlap)
+        end = min([i for i in (whole.find(s) for s in stops) if i >= 0] + [len(whole)])
+        assert cut == whole[:end]
+    assert any(len(c) < 300 for c in stopped)  # the test needs samples that stop
+    pieces = []
+    streamed = lm.sample("KING", length=300, temperature=1.0, seed=12, stop="ou",
+                         on_text=lambda _, piece: pieces.append(piece))
+    assert "".join(pieces) == streamed and "ou" not in streamed
+
+
+def test_a_stop_string_is_found_however_the_text_arrives():
+    import random
+    from charlm.sample import StopAt
+
+    rng = random.Random(0)
+    for _ in range(500):
+        text = "".join(rng.choice("abc\n") for _ in range(rng.randint(0, 40)))
+        stops = tuple({"".join(rng.choice("abc\n") for _ in range(rng.randint(1, 4)))
+                       for _ in range(rng.randint(1, 3))})
+        cuts = sorted(rng.sample(range(len(text) + 1), min(len(text) + 1, 5)))
+        stop, out = StopAt(stops), []
+        for a, b in zip([0] + cuts, cuts + [len(text)]):
+            out.append(stop.push(text[a:b]))
+        if not stop.done:
+            out.append(stop.flush())
+        # The sample ends at the stop string completed first (the longer of two that end
+        # together), before it.
+        hits = [(i + len(s), i) for s in stops if (i := text.find(s)) >= 0]
+        end = min(hits)[1] if hits else len(text)
+        assert "".join(out) == text[:end], (text, stops, cuts)
+        assert stop.done == bool(hits)

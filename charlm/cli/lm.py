@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
+from ..errors import CharLMError
 from ..evaluate import EvalConfig
 from ..lm_runs import TRAIN_OPTIONS
 from ..options import resumable_flags, split_by_owner
@@ -183,13 +184,26 @@ def eval_command(
 
 # ----- sample ----------------------------------------------------------------------------------
 @app.command()
-@with_options(SampleConfig)
-def sample(checkpoint: CheckpointOpt = None, options: dict = None):
+@with_options(SampleConfig, ReadConfig)
+def sample(
+    checkpoint: CheckpointOpt = None,
+    prime_file: Annotated[Optional[Path], typer.Option(
+        "--prime-file", help="Read the prime from this text file (for long primes; in place "
+                             "of --prime; --encoding applies).")] = None,
+    options: dict = None,
+):
     """Generate text, streamed to stdout as it is produced."""
     from ..api import load
+    from ..text.sources import read_text
 
     with Guard():
-        config = SampleConfig.from_given(**options).with_seed()
+        given = split_by_owner(options, (SampleConfig, ReadConfig))
+        if prime_file is not None:
+            if "prime" in given[SampleConfig]:
+                raise CharLMError("give the prime as --prime or as --prime-file, not both")
+            reading = ReadConfig.from_given(**given[ReadConfig])
+            given[SampleConfig]["prime"] = read_text(prime_file, reading.encoding)
+        config = SampleConfig.from_given(**given[SampleConfig]).with_seed()
         lm = load(path=checkpoint, device=config.device)
         if config.num_samples == 1:
             pending = [config.prime]  # the prime is written once the model has accepted it

@@ -47,9 +47,13 @@ def _parameter(cls: type[Options], name: str, presets: dict | None) -> inspect.P
     kind = cls.field_type(name)
     flag = cls.flag(name)
     decls = (f"{flag}/--no-{flag[2:]}",) if kind is bool else (flag,)
-    if kind not in (bool, int, float, Path):
+    repeated = cls._is_tuple(name)
+    if repeated:
+        kind = list[str]  # the option may be given several times
+    elif kind not in (bool, int, float, Path):
         kind = str
-    info = typer.Option(*decls, help=help_text(cls, name, presets))
+    info = typer.Option(*decls, help=help_text(cls, name, presets),
+                        metavar="<str>" if repeated else None)
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
                              annotation=Annotated[Optional[kind], info])
 
@@ -79,6 +83,8 @@ def with_options(*classes: type[Options], skip: tuple[str, ...] = (),
             with Guard():
                 for name, parser in parse.items():
                     value = kwargs.pop(name, None)
+                    if isinstance(value, list):  # a repeatable option: given if given once
+                        value = tuple(value) or None
                     if value is not None:
                         options[name] = parser(value) if parser else value
             return command(**kwargs, options=options)
