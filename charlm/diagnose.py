@@ -33,7 +33,7 @@ from torch import nn
 
 from .checkpoint import load_checkpoint
 from .errors import CharLMError
-from .files import first_free
+from .files import output_path
 from .models import LMConfig, RecurrentLM
 from .models.backbone import CELLS, RecurrentConfig
 from .options import Options, non_negative_int, option, positive_int, seed as seed_check
@@ -83,11 +83,7 @@ class DiagnoseConfig(Options):
 
     def plot_path(self) -> Path:
         """Where the plot goes; an existing file is never overwritten."""
-        if self.plot is not None:
-            if Path(self.plot).exists():
-                raise CharLMError(f"--plot {self.plot} exists; choose another path or remove it")
-            return Path(self.plot)
-        return first_free(DEFAULT_PLOT)
+        return output_path(self.plot, DEFAULT_PLOT, "--plot")
 
 
 def measure(texts: list[Path], checkpoints: list[Path], config: DiagnoseConfig,

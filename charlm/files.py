@@ -55,3 +55,19 @@ def first_free(path: Path, taken: Callable[[Path], bool] = Path.exists,
         n += 1
         candidate = path.with_name(f"{stem}-{n}{ext}")
     return candidate
+
+
+def output_path(given: Path | None, default: Path, flag: str) -> Path:
+    """Where a command writes its output file: ``given``, refused if it exists (nothing a
+    user has is overwritten), else ``default`` or, if that exists, its first free numbered
+    name (``first_free``)."""
+    from .errors import CharLMError
+
+    if given is not None:
+        given = Path(given)
+        if given.exists():
+            raise CharLMError(f"{flag} {given} exists; choose another path or remove it")
+        if not given.parent.is_dir():
+            raise CharLMError(f"{flag} {given}: no directory {given.parent}")
+        return given
+    return first_free(Path(default))

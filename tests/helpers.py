@@ -18,7 +18,7 @@ def tiny_options(device: str = "cpu", **overrides) -> dict:
     """Options for a model and run small enough to train in about a second."""
     options = dict(preset="tiny", cell="lstm", num_layers=1, hidden_dim=32, embed_dim=16,
                    batch_size=4, bptt_len=32, max_steps=20, eval_every=10, save_every=10,
-                   device=device)
+                   device=device, plot=False)
     options.update(overrides)
     return options
 

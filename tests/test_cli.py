@@ -11,7 +11,8 @@ from charlm.cli import app
 
 runner = CliRunner()
 TINY = ["--preset", "tiny", "--layers", "1", "--hidden", "32", "--embed", "16", "--batch-size",
-        "4", "--bptt", "32", "--max-steps", "12", "--eval-every", "6", "--device", "cpu"]
+        "4", "--bptt", "32", "--max-steps", "12", "--eval-every", "6", "--device", "cpu",
+        "--no-plot"]
 
 
 def run(*args):

@@ -5,9 +5,10 @@
     params.py    Typer options derived from the option declarations (charlm.options)
     lm.py        prepare, train, eval, sample
     diagnose.py  diagnose gradients
+    plot.py      plot (training curves)
 """
 
-from . import classify, diagnose, lm  # noqa: F401  (their commands join the app)
+from . import classify, diagnose, lm, plot  # noqa: F401  (their commands join the app)
 from .app import app, main
 
 __all__ = ["app", "main"]

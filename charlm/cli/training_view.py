@@ -72,6 +72,8 @@ class TrainView:
         elif event == "skip":
             self.progress.console.print(f"step {data['step']}: non-finite loss or gradient, "
                                         f"step skipped ({data['bad_steps']} in a row)")
+        elif event == "warning":
+            self.progress.console.print(f"warning: {data['message']}", markup=False)
         elif event == "end":
             self.stop()
 

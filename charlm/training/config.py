@@ -63,6 +63,9 @@ class TrainConfig(Options):
                              resumable=True)
     save_every: int = option(500, "Write the last checkpoint at least every this many steps.",
                              check=positive_int, resumable=True)
+    plot: bool = option(True, "Draw the training curves into the run directory's curves.png "
+                              "(at evaluations, at most once a minute, and at the end).",
+                        resumable=True)
     seed: int = option(1337, "Random seed; the same seed gives the same run on CPU.", check=seed)
     device: str = option("auto", DEVICE_HELP, choices=DEVICES, resumable=True)
     precision: str = option(

@@ -38,7 +38,7 @@ from ..devices import COMPUTE_DTYPES, check_fits, resolve_device, resolve_precis
 from ..errors import CharLMError, TooLargeToCount
 from .config import TrainConfig
 from .optim import lr_factor, make_optimizer, unfrozen_from, uses_layer_groups
-from .run_dir import BEST, LAST, RunDirectory
+from .run_dir import BEST, CURVES, LAST, RunDirectory
 from .task import Task
 from .world import World
 
@@ -50,6 +50,7 @@ Report = Callable[[str, dict], None]
 # FINAL_VALIDATION_SHARE of the budget allows (at least the sample scored during training).
 VALIDATION_SHARE = 0.05
 FINAL_VALIDATION_SHARE = 0.05
+PLOT_SECONDS = 60.0  # curves.png is drawn at an evaluation at most this often (and at the end)
 # Sections of a run's config that its setup adds and a resumed run keeps: the model a run
 # started from (--init-from), a linear probe's fit.
 RECORDED = ("init_from", "probe")
@@ -111,6 +112,7 @@ class RunCosts:
     validation_rate: float | None = None  # targets scored per second, the last validation's
     validation_seconds: float = 0.0       # spent validating
     save_seconds: float = 0.5             # the slowest save so far (a guess before the first)
+    plot_seconds: float = 1.0             # the slowest curves.png so far (a guess, likewise)
 
     def trained(self, targets: int, seconds: float) -> None:
         self.steps += 1
@@ -157,6 +159,7 @@ class Trainer:
         self.clock = time.perf_counter  # what --max-time is measured by (tests replace it)
         self.costs = RunCosts()
         self._progress_reached = 0.0
+        self._plotted_at, self._plot_failed = 0.0, False
         task.start(model, self.world)
         self._ddp, self._ddp_lowest = None, None
         if self.world.size > 1:
@@ -221,7 +224,8 @@ class Trainer:
         """Seconds the end of the run needs after the last step: the final validation and the
         last saves, as measured so far in this run (estimated before they are), at most half the
         budget."""
-        seconds = self.validation_seconds(final=True) + 2 * self.costs.save_seconds
+        seconds = self.validation_seconds(final=True) + 2 * self.costs.save_seconds + (
+            self.costs.plot_seconds if self.config.plot and not self._plot_failed else 0.0)
         return min(seconds, 0.5 * (self.config.max_time or math.inf))
 
     def validation_rate(self) -> float:
@@ -416,7 +420,26 @@ class Trainer:
             if not self._has_last():
                 self.save(LAST)  # so a run never has a best checkpoint but nothing to resume
             self.save(BEST)
+        if not final:
+            self.draw_curves(final=False)
         return record
+
+    def draw_curves(self, final: bool) -> None:
+        """curves.png of the run (``--plot``): at the end, and at an evaluation when the last
+        was drawn PLOT_SECONDS ago or more. A figure that cannot be written is reported once
+        and the run goes on."""
+        if not self.config.plot or not self.files.writes or self._plot_failed or (
+                not final and self.pos.elapsed - self._plotted_at < PLOT_SECONDS):
+            return
+        t0 = self.clock()
+        try:
+            self.files.draw_curves()
+            self.costs.plot_seconds = max(self.costs.plot_seconds, self.clock() - t0)
+        except (OSError, CharLMError, ImportError, ValueError) as exc:
+            self._plot_failed = True
+            self.report("warning", {"message": f"could not draw {self.files / CURVES}: {exc}; "
+                                               f"training goes on"})
+        self._plotted_at = self.pos.elapsed
 
     def train_step(self) -> dict:
         c, pos = self.config, self.pos
@@ -580,6 +603,7 @@ class Trainer:
             self.save(LAST)
         if not (self.files / BEST).exists():
             self.save(BEST)  # no validation split: the final weights are the best we know
+        self.draw_curves(final=True)
         tick()
         summary = {"status": status, "step": self.pos.step, "epoch": self.pos.epoch,
                    "elapsed": self.pos.elapsed, "best": self.pos.best,

@@ -5,6 +5,7 @@
     last.safetensors   latest weights + trainer state for --resume
     best.safetensors   weights with the best validation figure so far
     metrics.jsonl      one JSON object per step / evaluation
+    curves.png         the training curves drawn from metrics.jsonl (``charlm.curves``)
     .lock              held by the process writing the run (see runlock)
 
 Every file is written whole or not at all (``files.atomic_write``); a crash can leave a
@@ -27,7 +28,8 @@ from .runlock import LOCK_NAME, RunLock
 
 DEFAULT_RUNS = Path("checkpoints")  # where runs go unless told otherwise
 LAST, BEST, CONFIG, METRICS = "last.safetensors", "best.safetensors", "config.json", "metrics.jsonl"
-RUN_FILES = (LAST, BEST, CONFIG, CharVocab.file_name, BPEVocab.file_name, METRICS)
+CURVES = "curves.png"
+RUN_FILES = (LAST, BEST, CONFIG, CharVocab.file_name, BPEVocab.file_name, METRICS, CURVES)
 # atomic_write's temporary copies of the run files: ".<name>.<8 random characters>.tmp"
 _TEMP = re.compile(r"\.(%s)\.[A-Za-z0-9_]{8}\.tmp" % "|".join(re.escape(n) for n in RUN_FILES))
 
@@ -199,6 +201,14 @@ class RunDirectory:
         except OSError as exc:
             raise CharLMError(f"could not write {path} at step {step} "
                               f"({exc.strerror or exc}); {self.kept_checkpoint()}") from None
+
+    def draw_curves(self) -> None:
+        """Draw metrics.jsonl into curves.png."""
+        if not self.writes:
+            return
+        from ..curves import read_curves, write_curves
+
+        write_curves([read_curves(self.path)], self.path / CURVES, title=str(self.path))
 
     def sync_metrics(self) -> None:
         try:
