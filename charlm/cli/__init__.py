@@ -6,9 +6,10 @@
     lm.py        prepare, train, eval, sample
     diagnose.py  diagnose gradients
     plot.py      plot (training curves)
+    report.py    inspect (the HTML report)
 """
 
-from . import classify, diagnose, lm, plot  # noqa: F401  (their commands join the app)
+from . import classify, diagnose, lm, plot, report  # noqa: F401  (their commands join the app)
 from .app import app, main
 
 __all__ = ["app", "main"]
