@@ -17,7 +17,7 @@ from charlm.api import build_trainer
 from charlm.cli import app
 from charlm.models import LMConfig, RecurrentLM
 from charlm.report import InspectConfig, build_report
-from charlm.report.page import quantise, symbol_texts
+from charlm.report.page import LEVELS, pack, quantise, symbol_texts, unpack
 from charlm.report.trace import GATES, SERIES, Trace, trace, trace_layers
 from charlm.report.units import correlations, gate_statistics, interpretable_units, properties
 
@@ -110,9 +110,14 @@ def test_gate_saturation_and_quantisation():
     stats = gate_statistics(t)
     assert [(s["gate"], s["left"], s["right"]) for s in stats] == [
         ("r", [0.5, 0.0], [0.25, 0.25]), ("z", [0.5, 0.0], [0.25, 0.25])]
-    values = np.linspace(-1, 1, 40, dtype=np.float32).reshape(10, 4)
-    q = np.frombuffer(quantise(values, -1.0, 1.0), dtype=np.uint8).reshape(4, 10).T
-    assert np.abs(-1 + q / 255 * 2 - values).max() <= 1 / 255 + 1e-7
+    values = np.linspace(-1, 1, 42, dtype=np.float32).reshape(14, 3)
+    values[:, 2] *= 0.01  # a unit of small range gets all the levels too
+    levels, lo, hi = quantise(values)
+    assert np.array_equal(unpack(pack(levels), levels.size), levels)  # odd count: padded
+    q = levels.reshape(3, 14).T  # unit-major
+    back = lo + q / (LEVELS - 1) * (hi - lo)
+    assert (np.abs(back - values) <= (hi - lo) / (2 * (LEVELS - 1)) + 1e-7).all()
+    assert len(set(q[:, 2].tolist())) >= 12  # 14 values spread over the 16 levels
 
 
 def test_a_bpe_model_reports_tokens_spanning_characters(tmp_path, small_corpus, tiny_options):
@@ -154,6 +159,8 @@ def test_inspect_command_and_its_bad_input(lm, tmp_path, monkeypatch):
         "no such series": (["t.txt", "--checkpoint", run, "--unit", "1:z:0"],
                            "has no series 'z'"),
         "unit syntax": (["t.txt", "--checkpoint", run, "--unit", "c5"], "LAYER:SERIES:UNIT"),
+        "gate without --gates": (["t.txt", "--checkpoint", run, "--unit", "1:f:0"],
+                                 "with --gates"),
         "zero length": (["t.txt", "--checkpoint", run, "--length", "0"], "--length must be"),
     }
     for case, (args, message) in bad.items():
@@ -192,7 +199,9 @@ def browser():
 
 def test_the_report_works_in_a_real_browser(lm, small_text, tmp_path, browser):
     split = lm.encode(small_text[:4000] + '\n"quoted (bracketed) text"\n')
-    page_html, data = build_report(lm, split.tokens, InspectConfig(length=5000), "text")
+    page_html, data = build_report(lm, split.tokens, InspectConfig(length=5000, gates=True),
+                                   "text")
+    assert {s["name"] for s in data["series"]} == set(SERIES["lstm"])
     path = tmp_path / "report.html"
     path.write_text(page_html, encoding="utf-8")
     page = browser.new_page(viewport={"width": 1300, "height": 900})
@@ -223,7 +232,7 @@ def test_the_report_works_in_a_real_browser(lm, small_text, tmp_path, browser):
     first = colours()
     page.fill("#unit", "2")
     second = colours()
-    assert surprisal != first != second and len(set(second)) > 10
+    assert surprisal != first != second and len(set(second)) > 5
     page.fill("#unit", str(lm.model.config.hidden_dim))  # out of range: said, nothing changes
     assert "from 0 to" in page.inner_text("#unit-error") and colours() == second
     page.click("#interpretable tbody tr >> nth=0")
@@ -240,6 +249,12 @@ def test_the_report_works_in_a_real_browser(lm, small_text, tmp_path, browser):
     assert "200\u2013215" in page.inner_text("#pattern")
     page.click("#pattern-units li >> nth=0")
     assert page.is_visible("#unit-controls")
+    # A gate's activation, chosen by series: the options list every series of the layer.
+    assert page.locator("#series option").count() == len(SERIES["lstm"])
+    page.select_option("#series", "f")
+    page.fill("#unit", "0")
+    gate = colours()
+    assert all(c.startswith("rgba(67, 160, 71") for c in gate[1:])  # the gates' green scale
 
     # Gate statistics: one scatter per gate, a dot per unit and layer.
     assert page.locator("#gates svg").count() == 3
@@ -272,3 +287,12 @@ def test_unknown_characters_are_not_scored_as_in_evaluation(lm, small_text):
     assert data["unknown"] == 2 and exact["unknown"] == 2
     assert data["chars"] == exact["chars"] and data["bpc"] == pytest.approx(exact["bpc"], abs=1e-4)
     assert data["bits"].count(None) == 2
+
+
+def test_gates_per_symbol_only_when_asked(lm, small_text):
+    split = lm.encode(small_text[:500])
+    _, plain = build_report(lm, split.tokens, InspectConfig(), "text")
+    _, full = build_report(lm, split.tokens, InspectConfig(gates=True), "text")
+    assert {s["name"] for s in plain["series"]} == {"h", "c"}
+    assert {s["name"] for s in full["series"]} == set(SERIES["lstm"])
+    assert plain["gates"] == full["gates"] and len(plain["gates"]) == 3  # statistics always

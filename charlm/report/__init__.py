@@ -15,7 +15,7 @@ import numpy as np
 from ..devices import DEVICE_HELP, DEVICES
 from ..errors import CharLMError
 from ..options import Options, option, positive_int
-from .page import render_page, report_data, symbol_texts
+from .page import STEP_GATES, render_page, report_data, symbol_texts
 from .trace import SERIES, trace
 
 MAX_LENGTH = 200_000  # characters: the page stays usable well past 20,000
@@ -43,6 +43,9 @@ class InspectConfig(Options):
                                     "(layers from 1; series h, c, i, f, o, g for an LSTM, h, "
                                     "r, z, n for a GRU, h otherwise), e.g. 1:c:117.",
                               check=_unit_check, default_help="the surprisal view")
+    gates: bool = option(False, "Keep the gates' activations (and the candidate's) symbol by "
+                                "symbol for the Units view, not only their statistics (the file "
+                                "grows about threefold for an LSTM).")
     device: str = option("cpu", DEVICE_HELP, choices=DEVICES)
 
 
@@ -81,12 +84,15 @@ def build_report(lm, tokens: np.ndarray, config: InspectConfig, source: str) -> 
         raise CharLMError("charlm inspect reads recurrent language models")
     c = model.config
     start = parse_unit(config.unit, c.cell, c.num_layers, c.hidden_dim) if config.unit else None
+    if start and start["name"] in STEP_GATES and not config.gates:
+        raise CharLMError(f"--unit {config.unit}: a gate's activations are in the report with "
+                          f"--gates")
     ids = first_characters(lm.vocab, tokens, config.length)
     if len(ids) < 2 or len(ids) == (ids == lm.vocab.eod_id).sum():
         raise CharLMError(f"{source}: no text to inspect")
     traced = trace(model, ids, lm.vocab.eod_id, lm.vocab.unk_id)
     vocab_kind = type(lm.vocab).__name__.replace("Vocab", "").lower()
-    data = report_data(traced, lm.vocab, "")
+    data = report_data(traced, lm.vocab, "", gates=config.gates)
     unknown = f" ({data['unknown']:,} unknown, not scored)" if data["unknown"] else ""
     data["summary"] = (f"{c.cell} {c.num_layers}\u00d7{c.hidden_dim}, {vocab_kind} vocab of "
                        f"{lm.vocab.size} \u00b7 {source}: {data['chars']:,} characters"

@@ -1,23 +1,30 @@
 "use strict";
 // charlm inspect: the report's behaviour. All data is in #report-data (no network access).
-(function () {
+(async function () {
   const D = JSON.parse(document.getElementById("report-data").textContent);
   const T = D.symbols.length;
   const $ = (id) => document.getElementById(id);
   const textEl = $("text"), tip = $("tip"), status = $("status");
   let mode = "surprisal", current = null, spans = [];
 
-  // ----- the series: unit-major bytes, one array per (layer, series) ----------------------
-  function bytes(b64) {
-    const s = atob(b64), out = new Uint8Array(s.length);
-    for (let i = 0; i < s.length; i++) out[i] = s.charCodeAt(i);
-    return out;
+  // ----- the series: levels 0..15, unit-major, two a byte, deflated ----------------------
+  async function inflate(b64) {
+    const s = atob(b64), raw = new Uint8Array(s.length);
+    for (let i = 0; i < s.length; i++) raw[i] = s.charCodeAt(i);
+    const stream = new Blob([raw]).stream().pipeThrough(new DecompressionStream("deflate"));
+    return new Uint8Array(await new Response(stream).arrayBuffer());
   }
-  const series = D.series.map((s) => Object.assign({}, s, { q: bytes(s.data), data: null }));
+  const series = D.series.map((s) => Object.assign({}, s, { q: null, data: s.data }));
   const byKey = {};
   series.forEach((s) => { byKey[s.layer + "/" + s.name] = s; });
-  function value(s, unit, t) { return s.lo + (s.q[unit * T + t] / 255) * (s.hi - s.lo); }
-  function level(s, unit, t) { return s.q[unit * T + t] / 255; }  // 0..1 over its range
+  const top = D.levels - 1;
+  function level(s, unit, t) {  // 0..1 over the unit's own range
+    const i = unit * T + t, b = s.q[i >> 1];
+    return ((i & 1) ? (b & 15) : (b >> 4)) / top;
+  }
+  function value(s, unit, t) {
+    return s.unit_lo[unit] + level(s, unit, t) * (s.unit_hi[unit] - s.unit_lo[unit]);
+  }
 
   // ----- the text ------------------------------------------------------------------------
   const chars = D.symbols.map((sym) => sym.length);
@@ -56,7 +63,7 @@
       return v < 0 ? "rgba(30,136,229," + (-v).toFixed(3) + ")"
                    : "rgba(229,57,53," + v.toFixed(3) + ")";
     }
-    return "rgba(67,160,71," + level(s, unit, t).toFixed(3) + ")";
+    return "rgba(67,160,71," + ((value(s, unit, t) - s.lo) / (s.hi - s.lo)).toFixed(3) + ")";
   }
   function recolour() {
     if (mode === "surprisal") {
@@ -290,7 +297,9 @@
       return;
     }
     box.innerHTML = "<p class='note'>Each dot is a unit: the fraction of this text for which its "
-      + "gate is below 0.1 (left-saturated) and above 0.9 (right-saturated).</p>";
+      + "gate is below 0.1 (left-saturated) and above 0.9 (right-saturated)."
+      + (D.gate_steps ? "" : " (The gates' activations symbol by symbol are in the Units view "
+         + "of a report written with --gates.)") + "</p>";
     const names = { i: "input gate", f: "forget gate", o: "output gate", r: "reset gate",
                     z: "update gate" };
     const colours = ["#1e88e5", "#e53935", "#43a047", "#8e24aa", "#fb8c00", "#00897b"];
@@ -328,6 +337,7 @@
   })();
 
   $("summary").textContent = D.summary;
+  for (const s of series) { s.q = await inflate(s.data); s.data = null; }
   fillSeries();
   if (D.start_unit) select(D.start_unit); else recolour();
   document.body.dataset.ready = "yes";

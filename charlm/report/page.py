@@ -3,8 +3,9 @@ inlined (nothing is fetched when it opens).
 
     Trace ─► report_data: the symbols' text, bits per symbol, top-5 guesses, the
     (report.trace)   interpretable units and gate statistics (report.units), and every
-                     layer's series quantised to one byte per unit and symbol (unit-major,
-                     base64), each with the range its 256 levels span
+                     layer's series (the gates' with --gates) quantised to 16 levels over
+                     each unit's own range, unit-major, two to a byte, deflated, base64;
+                     each series with the range its colours span (lo, hi)
                           │
                           ▼
                      render_page ─► report.html (@CSS@, @JS@, @DATA@ filled in)
@@ -16,14 +17,19 @@ import base64
 import html
 import json
 import re
+import zlib
 from importlib import resources
 
 import numpy as np
 
 from .trace import GATES, SERIES, Trace
+
+# Series that are gates or candidates: per symbol only when asked for (they triple the file).
+STEP_GATES = ("i", "f", "o", "g", "r", "z", "n")
 from .units import gate_statistics, interpretable_units, properties
 
 PATTERN_SERIES = ("c", "h")  # the series a selection's units are looked for in
+LEVELS = 16  # of each activation: enough to shade text by, and half a byte each
 
 
 def symbol_texts(vocab, ids: np.ndarray) -> list[str]:
@@ -51,13 +57,32 @@ def _range(name: str, cell: str, values: np.ndarray) -> tuple[float, float]:
     return -1.0, 1.0
 
 
-def quantise(values: np.ndarray, lo: float, hi: float) -> bytes:
-    """(T, H) float -> one byte per value, unit-major (unit u's T values together)."""
-    q = np.rint((np.clip(values, lo, hi) - lo) / (hi - lo) * 255).astype(np.uint8)
-    return np.ascontiguousarray(q.T).tobytes()
+def quantise(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(T, H) float -> LEVELS levels (0..LEVELS-1) over each unit's own range, unit-major
+    (unit u's T values together), flat; and each unit's low and high ends (H,)."""
+    lo = values.min(axis=0).astype(np.float64)
+    hi = np.maximum(values.max(axis=0), lo + 1e-6).astype(np.float64)
+    q = np.rint((values - lo) / (hi - lo) * (LEVELS - 1)).astype(np.uint8)
+    return np.ascontiguousarray(q.T).reshape(-1), lo, hi
 
 
-def report_data(trace: Trace, vocab, summary: str) -> dict:
+def pack(levels: np.ndarray) -> bytes:
+    """Two levels a byte (the first in the high half), then deflate (zlib's format, which
+    the browser's DecompressionStream("deflate") reads)."""
+    if len(levels) % 2:
+        levels = np.append(levels, 0).astype(np.uint8)
+    return zlib.compress(((levels[0::2] << 4) | levels[1::2]).astype(np.uint8).tobytes(), 6)
+
+
+def unpack(data: bytes, count: int) -> np.ndarray:
+    """``pack``'s inverse (the page does the same in JavaScript)."""
+    b = np.frombuffer(zlib.decompress(data), dtype=np.uint8)
+    return np.stack([b >> 4, b & 15], axis=1).reshape(-1)[:count]
+
+
+def report_data(trace: Trace, vocab, summary: str, gates: bool = False) -> dict:
+    """Everything the page shows; the gates' activations per symbol only with ``gates`` (their
+    statistics always)."""
     ids = trace.ids
     symbols = symbol_texts(vocab, ids)
     eod = (ids == vocab.eod_id)
@@ -65,10 +90,15 @@ def report_data(trace: Trace, vocab, summary: str) -> dict:
     series = []
     for layer, kinds in enumerate(trace.layers):
         for name, values in kinds.items():
+            if name in STEP_GATES and not gates:
+                continue
             lo, hi = _range(name, trace.cell, values)
+            levels, unit_lo, unit_hi = quantise(values)
             series.append({"layer": layer, "name": name, "label": SERIES[trace.cell][name],
                            "lo": lo, "hi": hi, "units": int(values.shape[1]),
-                           "data": base64.b64encode(quantise(values, lo, hi)).decode()})
+                           "unit_lo": np.round(unit_lo, 5).tolist(),
+                           "unit_hi": np.round(unit_hi, 5).tolist(),
+                           "data": base64.b64encode(pack(levels)).decode()})
     scored = ~np.isnan(trace.bits)
     chars = sum(len(s) for s, ok in zip(symbols[1:], scored) if ok)
     return {
@@ -81,7 +111,8 @@ def report_data(trace: Trace, vocab, summary: str) -> dict:
         "top_ids": trace.top_ids.reshape(-1).tolist(),
         "top_probs": np.round(trace.top_probs.reshape(-1), 4).tolist(),
         "vocab": vocab_labels(vocab),
-        "series": series, "pattern_series": list(PATTERN_SERIES),
+        "series": series, "levels": LEVELS, "gate_steps": gates,
+        "pattern_series": list(PATTERN_SERIES),
         "interpretable": interpretable_units(trace, props),
         "gates": gate_statistics(trace),
     }
