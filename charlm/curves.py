@@ -79,7 +79,8 @@ def read_curves(run_dir: Path, name: str | None = None) -> Curves:
         if "val_bpc" in record or "val_accuracy" in record:
             kind = "lm" if "val_bpc" in record else "classifier"
             val[record["step"]] = record
-        elif isinstance(record.get("loss"), (int, float)):
+        elif isinstance(record.get("loss"), (int, float)) and math.isfinite(record["loss"]) \
+                and not record.get("skipped"):  # a skipped, non-finite step has no point
             train[record["step"]] = record
     if not train:
         raise CharLMError(f"{run_dir}: no training steps logged yet")

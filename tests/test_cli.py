@@ -92,6 +92,13 @@ def test_help_documents_every_option():
         assert option in r.stdout
     for cell in ("lstm", "gru", "rnn", "irnn", "leaky", "jordan"):
         assert cell in r.stdout
+    r = run("sample", "--help")
+    assert all(o in r.stdout for o in ("--top-p", "--stop", "--prime-file", "--top-k"))
+    r = run("plot", "--help")
+    assert r.exit_code == 0 and "--out" in r.stdout and "--x" in r.stdout
+    r = run("inspect", "--help")
+    assert r.exit_code == 0 and all(o in r.stdout for o in ("--length", "--unit", "--gates",
+                                                           "--out", "--checkpoint"))
     r = run("diagnose", "gradients", "--help")
     assert r.exit_code == 0 and "--max-k" in r.stdout and "--plot" in r.stdout
     assert run("--version").stdout.startswith("charlm ")

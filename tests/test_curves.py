@@ -60,10 +60,11 @@ def test_metrics_cut_short_or_repeated_are_read_as_the_run_left_them(tmp_path):
              {"step": 3, "loss": 2.5, "time": 1.5},
              {"step": 4, "loss": 2.0, "time": 2.0},
              {"step": 4, "val_loss": 2.1, "val_bpc": 3.0, "best": False, "time": 2.1},
-             {"step": 4, "val_loss": 2.1, "val_bpc": 3.0, "best": False, "time": 2.2}]
-    text = "".join(json.dumps(r) + "\n" for r in lines) + '{"step": 5, "lo'
+             {"step": 4, "val_loss": 2.1, "val_bpc": 3.0, "best": False, "time": 2.2},
+             {"step": 5, "loss": float("nan"), "skipped": True, "time": 2.3}]
+    text = "".join(json.dumps(r) + "\n" for r in lines) + '{"step": 6, "lo'
     (run / "metrics.jsonl").write_text(text)
-    c = read_curves(run)
+    c = read_curves(run)  # the skipped step (its loss NaN) and the line cut short are left out
     assert c.steps == [1, 2, 3, 4] and c.losses == [4.0, 3.0, 2.5, 2.0]
     assert c.val_steps == [2, 4] and c.val_times == [1.1, 2.2] and c.best == 0
     (run / "metrics.jsonl").write_text('{"step": 2, "val_bpc": 2.9}\n')
@@ -132,3 +133,12 @@ def test_a_figure_that_cannot_be_written_is_reported_once_and_training_goes_on(
     warnings = [d["message"] for e, d in events if e == "warning"]
     assert len(calls) == 1 and len(warnings) == 1 and "training goes on" in warnings[0]
     assert (tmp_path / "run" / "best.safetensors").exists()
+
+
+def test_a_users_curves_png_is_not_taken_for_a_runs_own(tmp_path, small_corpus, tiny_options):
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "curves.png").write_bytes(b"my figure")
+    with pytest.raises(CharLMError, match="curves.png"):
+        build_trainer(small_corpus, out=out, **tiny_options(plot=True)).run()
+    assert (out / "curves.png").read_bytes() == b"my figure"

@@ -296,3 +296,14 @@ def test_gates_per_symbol_only_when_asked(lm, small_text):
     assert {s["name"] for s in plain["series"]} == {"h", "c"}
     assert {s["name"] for s in full["series"]} == set(SERIES["lstm"])
     assert plain["gates"] == full["gates"] and len(plain["gates"]) == 3  # statistics always
+
+
+
+def test_markup_in_the_text_cannot_break_the_page(lm):
+    from charlm.report.page import render_page
+
+    text = 'a <!-- b <script>alert(1)</script> c </script> "\u2028" d'
+    page = render_page({"symbols": [text]}, "t</title><b>")
+    data = page[page.index('type="application/json">') + 24:page.rindex("</script>\n<script>")]
+    assert "<" not in data and json.loads(data) == {"symbols": [text]}
+    assert "t&lt;/title&gt;&lt;b&gt;" in page

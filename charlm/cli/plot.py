@@ -27,14 +27,11 @@ def plot(
     """Draw training loss and the validation figure (bits per character; a classifier's
     accuracy) against steps or wall-clock seconds, several runs on one figure, each run's
     best validation point (its best.safetensors) marked."""
-    from ..curves import AXES, read_curves, run_names, write_curves
-    from ..errors import CharLMError
+    from ..curves import read_curves, run_names, write_curves
     from ..files import output_path
     from ..training.run_dir import find_checkpoint
 
     with Guard():
-        if x not in AXES:
-            raise CharLMError(f"--x must be one of {', '.join(AXES)}, not {x!r}")
         runs = runs or [find_checkpoint(None).parent]
         curves = [read_curves(r, name) for r, name in zip(runs, run_names(runs))]
         target = output_path(out_path, Path("curves.png"), "--out")

@@ -18,7 +18,7 @@ from ..options import Options, option, positive_int
 from .page import STEP_GATES, render_page, report_data, symbol_texts
 from .trace import SERIES, trace
 
-MAX_LENGTH = 200_000  # characters: the page stays usable well past 20,000
+MAX_LENGTH = 50_000  # characters: a page of 2x512 with --gates is then ~160 MB
 
 
 def _unit_check(flag: str, value) -> None:
@@ -67,6 +67,8 @@ def parse_unit(spec: str, cell: str, layers: int, hidden: int) -> dict:
 def first_characters(vocab, tokens: np.ndarray, length: int) -> np.ndarray:
     """The shortest start of ``tokens`` that holds ``length`` characters (all of it if
     shorter)."""
+    if len(tokens) == 0:
+        return np.asarray(tokens)
     n = min(len(tokens), length + 1)
     while True:
         ids = np.asarray(tokens[:n])

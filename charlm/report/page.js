@@ -14,7 +14,9 @@
     const stream = new Blob([raw]).stream().pipeThrough(new DecompressionStream("deflate"));
     return new Uint8Array(await new Response(stream).arrayBuffer());
   }
-  const series = D.series.map((s) => Object.assign({}, s, { q: null, data: s.data }));
+  // Decoded before any control is wired up: nothing can be clicked before the data is there.
+  const series = [];
+  for (const s of D.series) series.push(Object.assign({}, s, { q: await inflate(s.data), data: null }));
   const byKey = {};
   series.forEach((s) => { byKey[s.layer + "/" + s.name] = s; });
   const top = D.levels - 1;
@@ -153,7 +155,7 @@
   }
   function chooseFromControls() {
     const s = byKey[layerSel.value + "/" + seriesSel.value];
-    const unit = Number(unitIn.value);
+    const unit = unitIn.value.trim() === "" ? NaN : Number(unitIn.value);
     if (!Number.isInteger(unit) || unit < 0 || unit >= s.units) {
       unitErr.textContent = "unit must be a whole number from 0 to " + (s.units - 1);
       return;
@@ -276,16 +278,23 @@
     box.appendChild(p);
     box.appendChild(places);
   }
-  textEl.addEventListener("mouseup", () => {
+  function selected() {  // the symbols a selection of the text covers, or null
     const sel = window.getSelection();
-    if (!sel || sel.isCollapsed || !sel.rangeCount) return;
+    if (!sel || sel.isCollapsed || !sel.rangeCount) return null;
     const range = sel.getRangeAt(0);
     const first = spanOf(range.startContainer), last = spanOf(range.endContainer);
-    if (!first || !last) return;
+    if (!first || !last) return null;
     let a = +first.dataset.i, b = +last.dataset.i;
-    if (range.endOffset === 0 && b > a && range.endContainer !== last) b -= 1;
-    if (a > b) [a, b] = [b, a];
-    patternSearch(a, b);
+    // A range that starts at the very end of a symbol or ends at the very start of one does
+    // not take it.
+    if (b > a && range.endOffset === 0) b -= 1;
+    if (b > a && range.startContainer.nodeType === 3
+        && range.startOffset === range.startContainer.length) a += 1;
+    return [a, b];
+  }
+  document.addEventListener("mouseup", () => {  // a drag may end outside the text
+    const r = selected();
+    if (r) patternSearch(r[0], r[1]);
   });
 
   // ----- gate statistics ----------------------------------------------------------------------
@@ -337,7 +346,6 @@
   })();
 
   $("summary").textContent = D.summary;
-  for (const s of series) { s.q = await inflate(s.data); s.data = null; }
   fillSeries();
   if (D.start_unit) select(D.start_unit); else recolour();
   document.body.dataset.ready = "yes";

@@ -122,8 +122,9 @@ def render_page(data: dict, title: str) -> str:
     """The HTML of the report."""
     files = resources.files(__package__)
     page = (files / "page.html").read_text(encoding="utf-8")
-    # JSON inside <script>: "</" would end the element, so it is written "<\/" (same JSON).
-    payload = json.dumps(data, ensure_ascii=False, separators=(",", ":")).replace("</", "<\\/")
+    # JSON inside <script>: "</script" would end the element and "<!--" change how it is
+    # read, so every "<" is written as the escape \u003c (the same JSON).
+    payload = json.dumps(data, ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c")
     parts = {"TITLE": html.escape(title), "DATA": payload,
              "CSS": (files / "page.css").read_text(encoding="utf-8"),
              "JS": (files / "page.js").read_text(encoding="utf-8")}

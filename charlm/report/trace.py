@@ -65,7 +65,7 @@ def trace(model, ids: np.ndarray, eod_id: int, unk_id: int | None = None, top: i
             bits = bits.masked_fill(targets == unk_id, float("nan"))
         k = min(top, logp.shape[-1])
         top_logp, top_ids = logp.topk(k, dim=-1)
-        layers, features = trace_layers(model, x[0], reset[0])
+        layers, _ = trace_layers(model, x[0], reset[0])
     return Trace(ids=np.asarray(ids), bits=bits.float().cpu().numpy(),
                  top_ids=top_ids.cpu().numpy(), top_probs=top_logp.exp().float().cpu().numpy(),
                  cell=model.config.cell, layers=layers)

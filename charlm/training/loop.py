@@ -4,7 +4,8 @@ evaluation and save cadence, stopping rules, exact resume and events.
 Nothing here knows what the model reads or predicts: the task (``training.task``) supplies the
 batches, their loss and the validation figure. The trainer never prints; it reports through a
 callback ``report(event, data)`` so the CLI owns presentation and tests can watch events.
-Events: ``start``, ``step``, ``eval``, ``save``, ``skip`` (a non-finite step), ``end``.
+Events: ``start``, ``step``, ``eval``, ``save``, ``skip`` (a non-finite step), ``warning``
+(something went wrong that the run goes on without, e.g. curves.png), ``end``.
 
 The run's files are kept by ``training.run_dir``. With several processes (``training.world``,
 started by torchrun) each trains on its own share of the data through the model wrapped in
@@ -225,7 +226,7 @@ class Trainer:
         last saves, as measured so far in this run (estimated before they are), at most half the
         budget."""
         seconds = self.validation_seconds(final=True) + 2 * self.costs.save_seconds + (
-            self.costs.plot_seconds if self.config.plot and not self._plot_failed else 0.0)
+            self.costs.plot_seconds if self.config.plot else 0.0)
         return min(seconds, 0.5 * (self.config.max_time or math.inf))
 
     def validation_rate(self) -> float:
@@ -428,17 +429,21 @@ class Trainer:
         """curves.png of the run (``--plot``): at the end, and at an evaluation when the last
         was drawn PLOT_SECONDS ago or more. A figure that cannot be written is reported once
         and the run goes on."""
-        if not self.config.plot or not self.files.writes or self._plot_failed or (
-                not final and self.pos.elapsed - self._plotted_at < PLOT_SECONDS):
+        if not self.config.plot or not self.files.writes or self._plot_failed or \
+                self.pos.step == 0 or (not final and
+                                       self.pos.elapsed - self._plotted_at < PLOT_SECONDS):
             return
         t0 = self.clock()
         try:
             self.files.draw_curves()
             self.costs.plot_seconds = max(self.costs.plot_seconds, self.clock() - t0)
         except (OSError, CharLMError, ImportError, ValueError) as exc:
-            self._plot_failed = True
-            self.report("warning", {"message": f"could not draw {self.files / CURVES}: {exc}; "
-                                               f"training goes on"})
+            # Drawn no more; its cost leaves the end reserve (costs are shared by all ranks,
+            # so every rank's stopping decision stays the same).
+            self._plot_failed, self.costs.plot_seconds = True, 0.0
+            goes_on = "" if final else "; training goes on"
+            self.report("warning", {"message": f"could not draw {self.files / CURVES}: "
+                                               f"{exc}{goes_on}"})
         self._plotted_at = self.pos.elapsed
 
     def train_step(self) -> dict:

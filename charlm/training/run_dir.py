@@ -132,10 +132,12 @@ class RunDirectory:
 
     def foreign_files(self) -> list[str]:
         """Names that a charlm run killed before its first checkpoint would not have left here
-        (a new run may replace only those)."""
+        (a new run may replace only those). curves.png is not among them: a run draws it
+        only after its first checkpoint, so one here is somebody else's."""
         if not self.path.is_dir():
             return []
-        ours = set(RUN_FILES) | {LOCK_NAME} | {p.name for p in stale_temp_files(self.path)}
+        ours = (set(RUN_FILES) - {CURVES}) | {LOCK_NAME} | {
+            p.name for p in stale_temp_files(self.path)}
         foreign = []
         for p in sorted(self.path.iterdir()):
             if p.name == CONFIG:
