@@ -155,8 +155,10 @@ class StopAt:
         self.longest = max((len(s) for s in stops), default=0)
 
     def push(self, text: str) -> str:
-        if self.done or not self.stops:
-            return "" if self.done else text
+        if self.done:
+            return ""
+        if not self.stops:
+            return text
         held = self.held + text
         hits = [(i + len(s), i) for s in self.stops if (i := held.find(s)) >= 0]
         if hits:  # the stop string completed first ends the sample

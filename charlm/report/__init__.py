@@ -15,8 +15,8 @@ import numpy as np
 from ..devices import DEVICE_HELP, DEVICES
 from ..errors import CharLMError
 from ..options import Options, option, positive_int
-from .page import STEP_GATES, render_page, report_data, symbol_texts
-from .trace import SERIES, trace
+from .page import render_page, report_data, symbol_texts
+from .trace import SERIES, STATES, trace
 
 MAX_LENGTH = 50_000  # characters: a page of 2x512 with --gates is then ~160 MB
 
@@ -86,17 +86,16 @@ def build_report(lm, tokens: np.ndarray, config: InspectConfig, source: str) -> 
         raise CharLMError("charlm inspect reads recurrent language models")
     c = model.config
     start = parse_unit(config.unit, c.cell, c.num_layers, c.hidden_dim) if config.unit else None
-    if start and start["name"] in STEP_GATES and not config.gates:
+    if start and start["name"] not in STATES and not config.gates:
         raise CharLMError(f"--unit {config.unit}: a gate's activations are in the report with "
                           f"--gates")
     ids = first_characters(lm.vocab, tokens, config.length)
     if len(ids) < 2 or len(ids) == (ids == lm.vocab.eod_id).sum():
         raise CharLMError(f"{source}: no text to inspect")
     traced = trace(model, ids, lm.vocab.eod_id, lm.vocab.unk_id)
-    vocab_kind = type(lm.vocab).__name__.replace("Vocab", "").lower()
     data = report_data(traced, lm.vocab, "", gates=config.gates)
     unknown = f" ({data['unknown']:,} unknown, not scored)" if data["unknown"] else ""
-    data["summary"] = (f"{c.cell} {c.num_layers}\u00d7{c.hidden_dim}, {vocab_kind} vocab of "
+    data["summary"] = (f"{c.cell} {c.num_layers}\u00d7{c.hidden_dim}, {lm.vocab.kind} vocab of "
                        f"{lm.vocab.size} \u00b7 {source}: {data['chars']:,} characters"
                        f"{unknown} \u00b7 {data['bpc']:.4f} bits per character")
     data["start_unit"] = start

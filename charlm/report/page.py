@@ -22,13 +22,9 @@ from importlib import resources
 
 import numpy as np
 
-from .trace import GATES, SERIES, Trace
-
-# Series that are gates or candidates: per symbol only when asked for (they triple the file).
-STEP_GATES = ("i", "f", "o", "g", "r", "z", "n")
+from .trace import GATES, SERIES, STATES, Trace
 from .units import gate_statistics, interpretable_units, properties
 
-PATTERN_SERIES = ("c", "h")  # the series a selection's units are looked for in
 LEVELS = 16  # of each activation: enough to shade text by, and half a byte each
 
 
@@ -90,7 +86,7 @@ def report_data(trace: Trace, vocab, summary: str, gates: bool = False) -> dict:
     series = []
     for layer, kinds in enumerate(trace.layers):
         for name, values in kinds.items():
-            if name in STEP_GATES and not gates:
+            if name not in STATES and not gates:  # they triple the file
                 continue
             lo, hi = _range(name, trace.cell, values)
             levels, unit_lo, unit_hi = quantise(values)
@@ -112,7 +108,7 @@ def report_data(trace: Trace, vocab, summary: str, gates: bool = False) -> dict:
         "top_probs": np.round(trace.top_probs.reshape(-1), 4).tolist(),
         "vocab": vocab_labels(vocab),
         "series": series, "levels": LEVELS, "gate_steps": gates,
-        "pattern_series": list(PATTERN_SERIES),
+        "pattern_series": list(STATES),
         "interpretable": interpretable_units(trace, props),
         "gates": gate_statistics(trace),
     }

@@ -35,6 +35,9 @@ SERIES = {
     "jordan": {"h": "hidden layer h"},
 }
 GATES = {"lstm": ("i", "f", "o"), "gru": ("r", "z")}  # sigmoid gates, in [0, 1]
+# The state (h, an LSTM's tanh(c)): always in the report, and where units for a pattern are
+# looked for; the other series (gates, candidates) are kept per symbol only with --gates.
+STATES = ("h", "c")
 
 
 @dataclass

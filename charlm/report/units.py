@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .trace import GATES, Trace
+from .trace import GATES, STATES, Trace
 
 OPENING, CLOSING = "([{", ")]}"
 QUOTES = {'"': None, "\u201c": True, "\u201d": False}  # toggling, opening, closing
@@ -107,7 +107,7 @@ def correlations(series: np.ndarray, prop: np.ndarray) -> np.ndarray:
 
 
 def interpretable_units(trace: Trace, props: dict[str, np.ndarray], per_property: int = 3,
-                        kinds: tuple[str, ...] = ("c", "h")) -> list[dict]:
+                        kinds: tuple[str, ...] = STATES) -> list[dict]:
     """For each property the text varies, the ``per_property`` units (of the series in
     ``kinds``, every layer) that follow it best, strongest first overall."""
     found = []

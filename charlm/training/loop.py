@@ -429,9 +429,10 @@ class Trainer:
         """curves.png of the run (``--plot``): at the end, and at an evaluation when the last
         was drawn PLOT_SECONDS ago or more. A figure that cannot be written is reported once
         and the run goes on."""
-        if not self.config.plot or not self.files.writes or self._plot_failed or \
-                self.pos.step == 0 or (not final and
-                                       self.pos.elapsed - self._plotted_at < PLOT_SECONDS):
+        if not (self.config.plot and self.files.writes) or self._plot_failed \
+                or self.pos.step == 0:
+            return
+        if not final and self.pos.elapsed - self._plotted_at < PLOT_SECONDS:
             return
         t0 = self.clock()
         try:
