@@ -22,7 +22,7 @@ from .devices import resolve_device
 from .errors import CharLMError
 from .evaluate import EvalConfig, evaluate
 from .lm_runs import new_run, resume_run
-from .models import LMConfig
+from .models import LM_KINDS
 from .options import check_given
 from .sample import SampleConfig, generate
 from .text.corpus import PrepareConfig, PreparedCorpus, Split, text_split
@@ -49,7 +49,7 @@ class LanguageModel:
     """A trained model with its vocab, ready to sample and evaluate."""
 
     def __init__(self, checkpoint: Checkpoint):
-        if checkpoint.kind != "rnn-lm":
+        if checkpoint.kind not in LM_KINDS:
             raise CharLMError(f"{checkpoint.path}: a {checkpoint.kind} checkpoint, not a "
                               f"language model's")
         self.checkpoint = checkpoint
@@ -57,8 +57,13 @@ class LanguageModel:
         self.vocab = checkpoint.vocab
 
     @property
-    def config(self) -> LMConfig:
+    def config(self):
+        """The model's config (LMConfig for a recurrent model, or a baseline's)."""
         return self.model.config
+
+    @property
+    def kind(self) -> str:
+        return self.checkpoint.kind
 
     @property
     def path(self) -> Path:
@@ -143,7 +148,8 @@ class LanguageModel:
 
 def load(path: Path | str | None = None, device: str = "cpu", which: str = "best") -> LanguageModel:
     """Load a run directory (its best checkpoint, else its last), or one checkpoint file."""
-    return LanguageModel(load_checkpoint(find_checkpoint(path, which), resolve_device(device)))
+    return LanguageModel(load_checkpoint(find_checkpoint(path, which, kind=LM_KINDS),
+                                         resolve_device(device)))
 
 
 def _paths(corpus: list[Path] | Path | str | None) -> list[Path] | None:
@@ -155,14 +161,16 @@ def _paths(corpus: list[Path] | Path | str | None) -> list[Path] | None:
 def build_trainer(corpus: list[Path] | Path | str | None = None, out: Path | str | None = None,
                   preset: str | None = None, resume: Path | str | None = None,
                   report: Report | None = None, prepare_progress=None, warn=None,
-                  init_from: Path | str | None = None, **options) -> Trainer:
+                  init_from: Path | str | None = None, kind: str = "rnn-lm",
+                  **options) -> Trainer:
     """Set up a run (new, or resumed from a run directory) without starting it; ``init_from``:
     a language model's run to go on training on this corpus (its vocab and weights).
 
     ``options`` are the options of ``charlm train`` by field name: the model's (LMConfig),
     the loop's (TrainConfig), the task's (LMTaskConfig) and the corpus preparation's
     (PrepareConfig); None means "not given". A new run uses the ``default`` preset unless
-    ``preset`` names another (or ``max_time`` alone picks the budget's).
+    ``preset`` names another (or ``max_time`` alone picks the budget's). ``kind="window-lm"``:
+    the fixed-window baseline through the same loop (WindowConfig's options for the model's).
     """
     prepare_given = {k: options.pop(k) for k in list(options) if k in PrepareConfig.declared()}
     paths = _paths(corpus)
@@ -171,10 +179,10 @@ def build_trainer(corpus: list[Path] | Path | str | None = None, out: Path | str
             raise CharLMError("--preset, --out and --init-from do not apply to --resume: the "
                               "run keeps its settings and its directory")
         return resume_run(Path(resume), paths, prepare_given, options, report, prepare_progress,
-                          warn)
+                          warn, kind=kind)
     return new_run(paths or [bundled_corpus()], None if out is None else Path(out), preset,
                    prepare_given, options, report, prepare_progress, warn,
-                   None if init_from is None else Path(init_from))
+                   None if init_from is None else Path(init_from), kind=kind)
 
 
 def train(corpus: list[Path] | Path | str | None = None, out: Path | str | None = None,

@@ -20,10 +20,10 @@ from .budget import AUTO
 from .checkpoint import load_checkpoint
 from .devices import resolve_device
 from .errors import CharLMError
-from .models import LMConfig, RecurrentLM
+from .models import LMConfig, RecurrentLM, WindowConfig, WindowLM, model_class
 from .options import check_given, check_resumable, resumable, split_by_owner
 from .models.backbone import check_fixed
-from .presets import DEFAULT_PRESET, choose_preset, preset
+from .presets import DEFAULT_PRESET, WINDOW_TRAINING, choose_preset, preset
 from .text.corpus import PrepareConfig, PreparedCorpus, Progress, is_prepared, open_or_prepare
 from .text.sources import collect_files
 from .training.config import TrainConfig
@@ -38,6 +38,10 @@ SETUP_SHARE = 0.5
 
 # The options of `charlm train`, by the config that declares them.
 TRAIN_OPTIONS = (LMConfig, LMTaskConfig, TrainConfig)
+# ... and of `charlm baseline window`: the same loop and task, another model.
+WINDOW_OPTIONS = (WindowConfig, LMTaskConfig, TrainConfig)
+# The language models trained by gradient through the loop: their options, by model kind.
+LOOP_OPTIONS = {RecurrentLM.kind: TRAIN_OPTIONS, WindowLM.kind: WINDOW_OPTIONS}
 
 
 def load_language_model(path: Path):
@@ -53,16 +57,21 @@ def load_language_model(path: Path):
 def new_run(corpus: list[Path], out: Path | None, preset_name: str | None,
             prepare_given: dict, options: dict, report: Report | None = None,
             progress: Progress | None = None, warn=None,
-            init_from: Path | None = None) -> Trainer:
+            init_from: Path | None = None, kind: str = RecurrentLM.kind) -> Trainer:
     """A new run on ``corpus`` (text files, or one prepared corpus directory). Its clock
     starts here: preparing the corpus and choosing settings for a budget count in
     ``--max-time``. ``init_from``: a language model to go on training on this text (its
-    vocab, cell, sizes and weights; the training options from the preset and those given)."""
+    vocab, cell, sizes and weights; the training options from the preset and those given).
+    ``kind``: the model (a recurrent LM, or the window baseline: no presets, no budget
+    rule)."""
     t0 = time.perf_counter()
     options = {k: v for k, v in options.items() if v is not None}
-    check_given(options, TRAIN_OPTIONS)
+    option_classes = LOOP_OPTIONS[kind]
+    check_given(options, option_classes)
     lm = load_language_model(init_from) if init_from is not None else None
-    if lm is not None:
+    if kind != RecurrentLM.kind:
+        name, values = None, WINDOW_TRAINING
+    elif lm is not None:
         check_fixed(options, lm.model.config)
         if options.get("tie_weights", lm.model.config.tie_weights) != \
                 lm.model.config.tie_weights:
@@ -76,8 +85,8 @@ def new_run(corpus: list[Path], out: Path | None, preset_name: str | None,
     else:
         name = choose_preset(preset_name, options)
         values = {**budget.SMALL, **budget.COMMON} if name == AUTO else preset(name)
-    checked = _configs(TrainConfig.over(values, options))  # every check, before any corpus
-    world = join_world(checked[0].device)                    # is prepared
+    checked = _configs(TrainConfig.over(values, options), option_classes)  # every check,
+    world = join_world(checked[0].device)                    # before any corpus is prepared
     with world.main_first():  # the others find it in the cache
         prepared = open_or_prepare(corpus, prepare_given, progress, warn,
                                    vocab=lm.vocab if lm is not None else None)
@@ -87,9 +96,9 @@ def new_run(corpus: list[Path], out: Path | None, preset_name: str | None,
         values, choice = world.main_decides(lambda: _choose_for_budget(
             prepared, options, lambda: time.perf_counter() - t0))
     train_config, task_config, model_config = _configs(TrainConfig.over(values, options),
-                                                       prepared.vocab)
+                                                       option_classes, prepared.vocab)
     task = LanguageModelTask(prepared, task_config)
-    model = fresh_model(RecurrentLM, model_config, train_config)
+    model = fresh_model(model_class(kind), model_config, train_config)
     if lm is not None:
         model.load_state_dict(lm.model.state_dict())
     trainer = Trainer(run_dir, model, task, train_config, report, world, preset=name,
@@ -115,11 +124,13 @@ def join_world(device: str | None, run_config: dict | None = None) -> World:
     return World.join(resolve_device(device or saved.get("device", "auto")))
 
 
-def _configs(values: dict, vocab=None) -> tuple[TrainConfig, LMTaskConfig, LMConfig | None]:
-    """The run's configs from option values by field name (the model's once the vocab is
-    known)."""
-    groups = split_by_owner(values, TRAIN_OPTIONS)
-    model = LMConfig.for_vocab(vocab, **groups[LMConfig]) if vocab is not None else None
+def _configs(values: dict, option_classes: tuple = TRAIN_OPTIONS, vocab=None
+             ) -> tuple[TrainConfig, LMTaskConfig, LMConfig | WindowConfig | None]:
+    """The run's configs from option values by field name (the model's, the first of
+    ``option_classes``, once the vocab is known)."""
+    groups = split_by_owner(values, option_classes)
+    model_config = option_classes[0]
+    model = model_config.for_vocab(vocab, **groups[model_config]) if vocab is not None else None
     return TrainConfig(**groups[TrainConfig]), LMTaskConfig(**groups[LMTaskConfig]), model
 
 
@@ -130,7 +141,7 @@ def _choose_for_budget(prepared: PreparedCorpus, options: dict,
     Returns the settings and the record of the choice."""
     def speed(settings: dict) -> float:
         train_config, task_config, model_config = _configs(TrainConfig.over(settings, options),
-                                                           prepared.vocab)
+                                                           TRAIN_OPTIONS, prepared.vocab)
         task = LanguageModelTask(prepared, task_config)
         model = fresh_model(RecurrentLM, model_config, train_config)
         with tempfile.TemporaryDirectory() as tmp:  # nothing is written there
@@ -160,19 +171,21 @@ def _new_run_dir(corpus: list[Path], out: Path | None, encoding: str | None = No
 
 def resume_run(run_dir: Path, corpus: list[Path] | None, prepare_given: dict, options: dict,
                report: Report | None = None, progress: Progress | None = None,
-               warn=None) -> Trainer:
-    """Continue the run in ``run_dir`` from its last checkpoint. Options given must equal the
-    run's unless declared resumable; the corpus files may be given again (prepared as the
-    run's were, unless told otherwise)."""
+               warn=None, kind: str = RecurrentLM.kind) -> Trainer:
+    """Continue the run in ``run_dir`` (of a model of ``kind``) from its last checkpoint.
+    Options given must equal the run's unless declared resumable; the corpus files may be
+    given again (prepared as the run's were, unless told otherwise)."""
     run_dir = Path(run_dir)
     options = {k: v for k, v in options.items() if v is not None}
     if not (run_dir / LAST).is_file():
         raise CharLMError(f"--resume {run_dir}: not a charlm run directory (no {LAST})")
-    check_given(options, TRAIN_OPTIONS)
+    option_classes = LOOP_OPTIONS[kind]
+    check_given(options, option_classes)
     ckpt = load_checkpoint(run_dir / LAST)
-    if ckpt.kind != RecurrentLM.kind:
-        raise CharLMError(f"--resume {run_dir}: a {ckpt.kind} run, not a language model's")
-    check_resumable(options, ckpt.run_config, TRAIN_OPTIONS)
+    if ckpt.kind != kind:
+        what = "a language model's" if kind == RecurrentLM.kind else f"a {kind} run"
+        raise CharLMError(f"--resume {run_dir}: a {ckpt.kind} run, not {what}")
+    check_resumable(options, ckpt.run_config, option_classes)
     world = join_world(options.get("device"), ckpt.run_config)
     with world.main_first():
         prepared = _resumed_corpus(run_dir, ckpt, corpus, prepare_given, progress, warn)
@@ -187,7 +200,7 @@ def resume_run(run_dir: Path, corpus: list[Path] | None, prepare_given: dict, op
             raise CharLMError(f"{run_dir}/{LAST}: the run's training config is damaged "
                               f"({type(exc).__name__}: {exc})") from None
         return LanguageModelTask(prepared, config)
-    overrides = {k: v for k, v in options.items() if resumable(k, TRAIN_OPTIONS)}
+    overrides = {k: v for k, v in options.items() if resumable(k, option_classes)}
     return Trainer.resume(run_dir, make_task, overrides, report, world)
 
 

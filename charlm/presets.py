@@ -43,6 +43,12 @@ DEFAULT_PRESET = "default"
 SIZE_OPTIONS = ("cell", "num_layers", "hidden_dim", "embed_dim")  # a regulariser is no size
 
 
+# The training options of `charlm baseline window` (its model's sizes are WindowConfig's
+# defaults): the loop's, at the `fast` preset's batch, rate and decay.
+WINDOW_TRAINING = {"batch_size": 16, "bptt_len": 64, "lr": 3e-3, "weight_decay": 0.1,
+                   "max_steps": 3000, "precision": "auto"}
+
+
 # Presets of `charlm classify train` (bench/RESULTS.md section 11).
 CLASSIFY_PRESETS: dict[str, dict] = {
     "tiny": {  # seconds: for trying the tool out and for tests

@@ -7,9 +7,10 @@
     diagnose.py  diagnose gradients
     plot.py      plot (training curves)
     report.py    inspect (the HTML report)
+    baseline.py  baseline ngram, hmm, window
 """
 
-from . import classify, diagnose, lm, plot, report  # noqa: F401  (their commands join the app)
+from . import baseline, classify, diagnose, lm, plot, report  # noqa: F401  (their commands join the app)
 from .app import app, main
 
 __all__ = ["app", "main"]

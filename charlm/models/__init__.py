@@ -10,9 +10,16 @@ from __future__ import annotations
 
 from ..errors import CharLMError
 from .classifier import ClassifierConfig, RecurrentClassifier
+from .hmm import HiddenMarkovLM, HMMConfig
 from .language_model import LMConfig, RecurrentLM
+from .ngram import NgramConfig, NgramLM
+from .window import WindowConfig, WindowLM
 
-KINDS = {cls.kind: cls for cls in (RecurrentLM, RecurrentClassifier)}
+KINDS = {cls.kind: cls for cls in (RecurrentLM, RecurrentClassifier, NgramLM, WindowLM,
+                                        HiddenMarkovLM)}
+# The kinds that predict the next symbol (NextSymbolModels): `charlm eval`, `sample`,
+# `inspect` and `compare` read them all.
+LM_KINDS = (RecurrentLM.kind, NgramLM.kind, WindowLM.kind, HiddenMarkovLM.kind)
 
 
 def model_class(kind: str) -> type:
@@ -23,5 +30,5 @@ def model_class(kind: str) -> type:
                           f"{', '.join(KINDS)})") from None
 
 
-__all__ = ["KINDS", "ClassifierConfig", "LMConfig", "RecurrentClassifier", "RecurrentLM",
-           "model_class"]
+__all__ = ["KINDS", "LM_KINDS", "HMMConfig", "HiddenMarkovLM", "ClassifierConfig", "LMConfig", "NgramConfig", "NgramLM",
+           "RecurrentClassifier", "RecurrentLM", "WindowConfig", "WindowLM", "model_class"]

@@ -51,6 +51,22 @@ class LMTaskConfig(Options):
     SAVED_BEFORE = {"val_sample": 0}
 
 
+def corpus_record(corpus: PreparedCorpus) -> dict:
+    """What a run's config says of its prepared corpus (where it is, its vocab, its
+    splits)."""
+    meta = corpus.meta
+    return {"corpus": {
+        "path": str(corpus.path.resolve()),
+        "vocab": meta["vocab"],
+        "doc_separator": meta.get("doc_separator"),
+        "val_fraction": meta.get("val_fraction"),
+        "encoding": meta.get("encoding", PrepareConfig.default("encoding")),
+        "sources": meta.get("sources", []),
+        "splits": {k: {kk: v[kk] for kk in ("symbols", "documents", "chars")}
+                   for k, v in meta["splits"].items()},
+    }}
+
+
 class LanguageModelTask(Task):
     count_name = "symbols"
     validation_key = "val_loss"
@@ -86,17 +102,7 @@ class LanguageModelTask(Task):
         return {"lanes": self.lanes, "chunks_per_epoch": self.chunks}
 
     def data_config(self) -> dict:
-        meta = self.corpus.meta
-        return {"corpus": {
-            "path": str(self.corpus.path.resolve()),
-            "vocab": meta["vocab"],
-            "doc_separator": meta.get("doc_separator"),
-            "val_fraction": meta.get("val_fraction"),
-            "encoding": meta.get("encoding", PrepareConfig.default("encoding")),
-            "sources": meta.get("sources", []),
-            "splits": {k: {kk: v[kk] for kk in ("symbols", "documents", "chars")}
-                       for k, v in meta["splits"].items()},
-        }}
+        return corpus_record(self.corpus)
 
     def start(self, model: nn.Module, world: World) -> None:
         self.world = world

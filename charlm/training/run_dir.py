@@ -90,20 +90,22 @@ def new_run_dir(name: str | None, out: Path | None) -> Path:
 
 
 def find_checkpoint(path: Path | str | None = None, which: str = "best",
-                    kind: str = "rnn-lm") -> Path:
+                    kind: str | tuple[str, ...] = "rnn-lm") -> Path:
     """The checkpoint file of a run directory (``which``: best, else last; or last, else best),
-    a checkpoint file itself, or with no path the most recently trained run of ``kind`` under
-    ./checkpoints/."""
+    a checkpoint file itself, or with no path the most recently trained run of ``kind`` (or
+    of one of several kinds) under ./checkpoints/."""
     if path is None:
+        kinds = (kind,) if isinstance(kind, str) else kind
         runs = []
         if DEFAULT_RUNS.is_dir():
             for d in DEFAULT_RUNS.iterdir():
                 files = [d / f for f in (LAST, BEST) if (d / f).is_file()]
-                if files and run_kind(d) == kind:
+                if files and run_kind(d) in kinds:
                     runs.append((max(f.stat().st_mtime for f in files), d))
         if not runs:
-            command = "charlm train" if kind == "rnn-lm" else "charlm classify train"
-            raise CharLMError(f"no trained run of a {kind} under ./{DEFAULT_RUNS}/; train one "
+            command = "charlm train" if "rnn-lm" in kinds else "charlm classify train"
+            what = "language model" if "rnn-lm" in kinds else kinds[0]
+            raise CharLMError(f"no trained run of a {what} under ./{DEFAULT_RUNS}/; train one "
                               f"with '{command}' or pass --checkpoint DIR")
         path = max(runs)[1]
     path = Path(path)

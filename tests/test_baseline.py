@@ -1,0 +1,88 @@
+"""The baselines as runs like any other: trained by `charlm baseline`, then evaluated, sampled
+and resumed through the ordinary commands."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from typer.testing import CliRunner
+
+import charlm
+from charlm.checkpoint import load_checkpoint
+from charlm.cli import app
+from tests.helpers import params
+
+
+def _run(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def _evaluated(run_dir, text):
+    result = _run("eval", text, "--checkpoint", run_dir, "--json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_an_ngram_run_evaluates_and_samples_through_the_ordinary_commands(tmp_path,
+                                                                          small_corpus):
+    run = tmp_path / "ng"
+    result = _run("baseline", "ngram", small_corpus, "--order", 4, "--out", run)
+    assert result.exit_code == 0, result.output
+    lm = charlm.load(run)
+    assert lm.kind == "ngram-lm"
+    held = tmp_path / "held.txt"
+    held.write_text("First Citizen:\nBefore we proceed", encoding="utf-8")
+    figures = _evaluated(run, held)
+    assert figures["bpc"] == lm.evaluate("First Citizen:\nBefore we proceed")["bpc"]
+    sampled = _run("sample", "--checkpoint", run, "--length", 50, "--seed", 3)
+    assert sampled.exit_code == 0 and len(sampled.stdout) > 40
+    assert sampled.stdout == _run("sample", "--checkpoint", run, "--length", 50,
+                                  "--seed", 3).stdout
+    bad = _run("baseline", "ngram", small_corpus, "--order", 0, "--out", tmp_path / "bad")
+    assert bad.exit_code == 1 and "--order must be an integer from 1" in bad.output
+    assert not (tmp_path / "bad").exists()
+    taken = _run("baseline", "ngram", small_corpus, "--order", 2, "--out", run)
+    assert taken.exit_code == 1 and "already holds a run" in taken.output
+
+
+def test_a_window_run_trains_with_the_loop_and_resumes_exactly(tmp_path, small_corpus):
+    from charlm.api import build_trainer
+
+    options = dict(context=5, hidden_dim=16, embed_dim=8, batch_size=4, bptt_len=16,
+                   eval_every=10, save_every=10, plot=False, device="cpu", max_steps=20)
+    full = build_trainer(small_corpus, tmp_path / "full", kind="window-lm", **options)
+    full.run()
+    first = build_trainer(small_corpus, tmp_path / "split", kind="window-lm", **options)
+    first.report = lambda event, data: setattr(first, "stop_requested",
+                                               event == "step" and data["step"] == 15)
+    assert first.run()["status"] == "interrupted"
+    resumed = _run("baseline", "window", "--resume", tmp_path / "split")
+    assert resumed.exit_code == 0, resumed.output
+    a = load_checkpoint(tmp_path / "full" / "last.safetensors").model
+    b = load_checkpoint(tmp_path / "split" / "last.safetensors").model
+    assert a.kind == "window-lm"
+    pa, pb = params(a), params(b)
+    assert all(torch.equal(pa[k], pb[k]) for k in pa)
+    assert _run("sample", "--checkpoint", tmp_path / "full", "--length", 20,
+                "--seed", 1).exit_code == 0
+    wrong = _run("train", "--resume", tmp_path / "full")
+    assert wrong.exit_code == 1 and "not a language model's" in wrong.output
+    bad = _run("baseline", "window", small_corpus, "--context", 0, "--out", tmp_path / "b")
+    assert bad.exit_code == 1 and "--context" in bad.output
+
+
+def test_an_hmm_run_keeps_its_best_pass_and_evaluates(tmp_path, small_corpus):
+    run = tmp_path / "hmm"
+    result = _run("baseline", "hmm", small_corpus, "--states", 4, "--max-iterations", 3,
+                  "--out", run)
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3]
+    best = min(records, key=lambda r: r["val_loss"])
+    lm = charlm.load(run)
+    assert lm.kind == "hmm-lm" and lm.config.states == 4
+    assert abs(lm.evaluate()["loss_nats"] - best["val_loss"]) < 1e-6
+    assert _run("sample", "--checkpoint", run, "--length", 20, "--seed", 1).exit_code == 0
+    bad = _run("baseline", "hmm", small_corpus, "--states", 1, "--out", tmp_path / "b")
+    assert bad.exit_code == 1 and "--states" in bad.output
