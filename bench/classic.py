@@ -1,0 +1,103 @@
+"""The lectures' contrast by measurement: n-grams, fixed windows, HMMs and recurrent nets on one
+text, each scored on the same validation split in bits per character.
+
+    python bench/classic.py [--corpus FILE] [--budget SECONDS] [--only ngram,window,hmm,rnn]
+
+n-grams are counted (seconds, whatever the budget); the window models, HMMs and recurrent nets
+are trained for the same wall-clock budget each through the CLI (`charlm baseline window|hmm`,
+`charlm train --max-time`), as a user runs them. Prints one row per model: its settings, the
+seconds it took, and validation bits per character. Run it alone (two torch processes on two
+cores slow each other).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from charlm.evaluate import evaluate  # noqa: E402
+from charlm.models.ngram import NgramLM  # noqa: E402
+from charlm.text.corpus import PrepareConfig, open_or_prepare  # noqa: E402
+
+ORDERS = (1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 15, 20)
+WINDOWS = (3, 5, 10, 20, 30)
+STATES = (16, 64, 256, 512)
+CELLS = ("rnn", "gru", "lstm")
+
+
+def ngrams(corpus: Path) -> list[dict]:
+    prepared = open_or_prepare([corpus], {})
+    train, val = prepared.split("train"), prepared.split("val")
+    rows = []
+    for order in ORDERS:
+        t0 = time.perf_counter()
+        model = NgramLM.count(train.tokens, prepared.vocab, order)
+        counted = time.perf_counter() - t0
+        bpc = evaluate(model, prepared.vocab, val)["bpc"]
+        rows.append({"model": f"{order}-gram (KN)", "seconds": counted, "bpc": bpc,
+                     "size": f"{sum(model.config.ngrams):,} n-grams"})
+        print(f"{rows[-1]['model']:<18} {counted:7.1f} s  {bpc:.4f} bits/char  "
+              f"{rows[-1]['size']}", flush=True)
+    return rows
+
+
+def _cli(args: list[str]) -> float:
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "charlm", *args], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
+def _bpc(run_dir: Path) -> float:
+    out = subprocess.run([sys.executable, "-m", "charlm", "eval", "--checkpoint", str(run_dir),
+                          "--json"], check=True, capture_output=True, text=True).stdout
+    return json.loads(out)["bpc"]
+
+
+def trained(corpus: Path, budget: float, only: set[str], tmp: Path) -> list[dict]:
+    runs = []
+    if "window" in only:
+        runs += [(f"window K={k}", ["baseline", "window", str(corpus), "--context", str(k),
+                                    "--max-time", str(budget), "--no-plot"]) for k in WINDOWS]
+    if "hmm" in only:
+        runs += [(f"HMM {s} states", ["baseline", "hmm", str(corpus), "--states", str(s),
+                                      "--max-time", str(budget)]) for s in STATES]
+    if "rnn" in only:
+        runs += [(f"{c.upper()} 1x512", ["train", str(corpus), "--cell", c, "--layers", "1",
+                                         "--hidden", "512", "--max-time", str(budget),
+                                         "--no-plot"]) for c in CELLS]
+    rows = []
+    for i, (name, args) in enumerate(runs):
+        run_dir = tmp / f"run{i}"
+        seconds = _cli([*args, "--out", str(run_dir)])
+        rows.append({"model": name, "seconds": seconds, "bpc": _bpc(run_dir)})
+        print(f"{name:<18} {seconds:7.1f} s  {rows[-1]['bpc']:.4f} bits/char", flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", type=Path, default=ROOT / "data" / "tinyshakespeare.txt")
+    parser.add_argument("--budget", type=float, default=90.0)
+    parser.add_argument("--only", default="ngram,window,hmm,rnn")
+    args = parser.parse_args()
+    only = set(args.only.split(","))
+    print(f"{args.corpus.name}, validation split {PrepareConfig.default('val_fraction'):g} of "
+          f"it; budget {args.budget:g} s per trained model")
+    rows = ngrams(args.corpus) if "ngram" in only else []
+    with tempfile.TemporaryDirectory() as tmp:
+        rows += trained(args.corpus, args.budget, only, Path(tmp))
+    best = min(rows, key=lambda r: r["bpc"])
+    print(f"best: {best['model']} at {best['bpc']:.4f} bits/char")
+
+
+if __name__ == "__main__":
+    main()
