@@ -77,11 +77,12 @@ def random_operands(rng: np.random.Generator, count: int, bits: int):
 
 
 def carry_chain_operands(rng: np.random.Generator, count: int, bits: int, min_chain: int):
-    """Random pairs in which a carry travels through at least ``min_chain`` columns.
+    """Random pairs with a run of at least ``min_chain`` propagating columns.
 
-    Column ``s`` generates a carry (1 + 1), the next ``L >= min_chain`` columns propagate
-    it (one 0 and one 1), the other columns are random.  ``min_chain`` must be below
-    ``bits``.
+    Column ``s`` decides a carry, at random either way: 1 + 1 sets it, 0 + 0 clears it.
+    The next ``L >= min_chain`` columns propagate it (one 0 and one 1), so the sum bits
+    up to ``L + 1`` columns above ``s`` depend on column ``s``.  The other columns are
+    random.  ``min_chain`` must be below ``bits``.
     """
     if not 0 <= min_chain < bits:
         raise ValueError(f"a carry chain of {min_chain} columns does not fit in {bits} bits")
@@ -91,8 +92,9 @@ def carry_chain_operands(rng: np.random.Generator, count: int, bits: int, min_ch
     column = np.arange(bits)[None, :]
     propagate = (column > start) & (column <= start + length)
     b = np.where(propagate, 1 - a, b).astype(np.uint8)
-    a[column == start] = 1
-    b[column == start] = 1
+    carry = rng.integers(0, 2, size=(count, 1), dtype=np.uint8)
+    a = np.where(column == start, carry, a).astype(np.uint8)
+    b = np.where(column == start, carry, b).astype(np.uint8)
     return a, b
 
 
@@ -146,9 +148,9 @@ def ints_to_bits(values, bits: int) -> np.ndarray:
 class EightBitPairs:
     """The training pairs: random ``bits``-bit pairs, minus a held-out set.
 
-    A fraction ``long_carry_fraction`` of each batch is drawn with a carry chain that
-    runs from a random column to the top column; any pair that is in the held-out set is
-    redrawn uniformly.
+    A fraction ``long_carry_fraction`` of each batch is drawn with a long carry chain
+    (``carry_chain_operands``); any pair that is in the held-out set is redrawn
+    uniformly.
     """
 
     def __init__(self, bits: int, seed: int, heldout: int = 1000, long_carry_fraction=0.25):
@@ -174,16 +176,20 @@ class EightBitPairs:
 
     def batch(self, size: int):
         """``size`` training pairs, as two (size, bits) bit arrays."""
-        chained = int(round(size * self.long_carry_fraction))
-        a, b = random_operands(self.rng, size - chained, self.bits)
-        if chained:
-            ca, cb = carry_chain_operands(self.rng, chained, self.bits, 0)
-            a, b = np.concatenate([a, ca]), np.concatenate([b, cb])
+        a, b = mixed_operands(self.rng, size, self.bits, self.long_carry_fraction)
         while True:
             seen = np.isin(self._codes(a, b), self._heldout_codes)
             if not seen.any():
                 return a, b
             a[seen], b[seen] = random_operands(self.rng, int(seen.sum()), self.bits)
+
+
+def mixed_operands(rng: np.random.Generator, count: int, bits: int, long_carry_fraction: float):
+    """Random pairs, a fraction of them drawn by ``carry_chain_operands``."""
+    chained = int(round(count * long_carry_fraction))
+    a, b = random_operands(rng, count - chained, bits)
+    ca, cb = carry_chain_operands(rng, chained, bits, 0)
+    return np.concatenate([a, ca]), np.concatenate([b, cb])
 
 
 def exact_match(predicted: np.ndarray, target: np.ndarray) -> float:
@@ -209,7 +215,8 @@ class ElmanAdder(nn.Module):
 
 
 def train_rnn(data: EightBitPairs, hidden: int, delay: int, steps: int, seed: int,
-              lr: float = 0.03, batch: int = 128, saturation: float = 0.01) -> ElmanAdder:
+              lr: float = 0.03, batch: int = 128, saturation: float = 0.01,
+              noise: float = 0.0) -> ElmanAdder:
     """Adam on the BCE of the due bits, with clipped gradients and a cosine-decayed rate.
 
     Over the second half the loss also gets ``saturation * mean(1 - h**2)``, ramped in
@@ -222,6 +229,8 @@ def train_rnn(data: EightBitPairs, hidden: int, delay: int, steps: int, seed: in
         opt, lambda i: 0.5 * (1 + math.cos(math.pi * i / steps)))
     for step in range(steps):
         x, y = encode(*data.batch(batch), delay)
+        if noise:
+            x = x + noise * torch.randn_like(x)
         logits, states = model(x)
         loss = F.binary_cross_entropy_with_logits(logits[:, delay:], y[:, delay:])
         ramp = min(1.0, max(0.0, (step - steps / 2) / (steps / 4)))
@@ -288,7 +297,8 @@ def fit(model: nn.Module, batches, steps: int, lr: float = 3e-3) -> nn.Module:
 class FixedWidthAdder:
     """An MLP over a whole ``bits``-bit problem: 2 x bits input bits, bits + 1 sum bits."""
 
-    def __init__(self, data: EightBitPairs, steps: int, seed: int, batch: int = 256):
+    def __init__(self, data: EightBitPairs, steps: int, seed: int, batch: int = 256,
+                 width: int = 256, lr: float = 1e-2):
         torch.manual_seed(seed)
         self.bits = data.bits
 
@@ -296,7 +306,7 @@ class FixedWidthAdder:
             a, b = data.batch(batch)
             return self._inputs(a, b), torch.from_numpy(add_bits(a, b)[0].astype(np.float32))
 
-        self.net = fit(mlp(2 * self.bits, self.bits + 1), batches, steps)
+        self.net = fit(mlp(2 * self.bits, self.bits + 1, width), batches, steps, lr)
 
     @staticmethod
     def _inputs(a: np.ndarray, b: np.ndarray) -> torch.Tensor:
@@ -322,19 +332,21 @@ class FixedWidthAdder:
 class WindowAdder:
     """A memoryless net with ``window`` taps: the sum bit of column ``j`` from columns
     ``j - window + 1 .. j`` (zeros below column 0).  Run as a stream it emits that bit
-    ``delay`` steps after reading column ``j``, like the RNN."""
+    ``delay`` steps after reading column ``j``, like the RNN.
 
-    def __init__(self, data: EightBitPairs, window: int, steps: int, seed: int,
-                 batch: int = 256):
+    It is trained on every window of the pairs that ``pairs()`` returns.
+    """
+
+    def __init__(self, pairs, window: int, steps: int, seed: int, lr: float = 3e-3):
         torch.manual_seed(seed)
         self.window = window
 
         def batches():
-            a, b = data.batch(batch)
+            a, b = pairs()
             sums = torch.from_numpy(add_bits(a, b)[0].astype(np.float32))
             return self._windows(a, b), sums.reshape(-1, 1)
 
-        self.net = fit(mlp(2 * window, 1, width=64), batches, steps)
+        self.net = fit(mlp(2 * window, 1, width=64), batches, steps, lr)
 
     def _windows(self, a: np.ndarray, b: np.ndarray) -> torch.Tensor:
         """One row of 2 x window bits for each output column 0..n of each pair."""
@@ -360,7 +372,8 @@ def correlate_units(model: ElmanAdder, a: np.ndarray, b: np.ndarray, delay: int)
     carry out of column ``t`` and with the sum bits of columns ``t, t - 1, .., t - delay``
     (the last is the bit emitted at step ``t``).
 
-    Returns the names of those quantities and an (H, 2 + delay) array of r; steps
+    Returns the names of those quantities, an (H, 2 + delay) array of r, and for each
+    quantity the r of the best linear readout of all the units (least squares).  Steps
     ``delay .. n`` are used, so every quantity is defined.
     """
     bits = a.shape[1]
@@ -370,12 +383,14 @@ def correlate_units(model: ElmanAdder, a: np.ndarray, b: np.ndarray, delay: int)
     used = np.arange(delay, bits + 1)
     names = ["carry"] + ["sum bit t" if lag == 0 else f"sum bit t-{lag}" for lag in range(delay + 1)]
     quantities = [carries[:, used]] + [sums[:, used - lag] for lag in range(delay + 1)]
-    table = np.zeros((states.shape[2], len(quantities)))
-    for unit in range(states.shape[2]):
-        activation = states[:, used, unit].ravel()
-        for k, quantity in enumerate(quantities):
-            table[unit, k] = pearson(activation, quantity.ravel().astype(np.float64))
-    return names, table
+    activations = states[:, used].reshape(-1, states.shape[2]).astype(np.float64)
+    targets = [q.ravel().astype(np.float64) for q in quantities]
+    table = np.array([[pearson(activations[:, unit], target) for target in targets]
+                      for unit in range(activations.shape[1])])
+    design = np.concatenate([activations, np.ones((len(activations), 1))], axis=1)
+    readout = [pearson(design @ np.linalg.lstsq(design, target, rcond=None)[0], target)
+               for target in targets]
+    return names, table, np.array(readout)
 
 
 def pearson(x: np.ndarray, y: np.ndarray) -> float:
@@ -401,7 +416,7 @@ def trace_lines(model: ElmanAdder, x: int, y: int, bits: int, delay: int, unit: 
     steps = inputs.shape[1]
 
     def row(label, cells):
-        return f"    {label:<14}" + "".join(f"{c:>5}" for c in cells)
+        return f"    {label:<16}" + "".join(f"{c:>6}" for c in cells)
 
     padded = lambda bits_row: [str(int(v)) for v in bits_row] + ["0"] * (steps - len(bits_row))
     emitted = ["." if t < delay else str(int(logits[0, t] > 0)) for t in range(steps)]
@@ -451,10 +466,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="steps between reading a column and emitting its sum bit")
     parser.add_argument("--hidden", type=int, default=8, help="tanh units of the Elman net")
     parser.add_argument("--steps", type=int, default=4000, help="Adam steps for the RNN")
-    parser.add_argument("--mlp-steps", type=int, default=1500,
+    parser.add_argument("--mlp-steps", type=int, default=800,
                         help="Adam steps for each feed-forward net")
     parser.add_argument("--window", type=int, default=None,
                         help="columns seen by the sliding-window net (default train bits + 1)")
+    parser.add_argument("--window-train-bits", type=int, default=32,
+                        help="width of the pairs the second window net is trained on")
     parser.add_argument("--long-carry-fraction", type=float, default=0.25,
                         help="share of training pairs drawn with a long carry chain")
     parser.add_argument("--saturation", type=float, default=0.01,
@@ -498,7 +515,11 @@ def main(argv=None) -> dict:
 
     clock = time.perf_counter()
     fixed = FixedWidthAdder(data, args.mlp_steps, args.seed)
-    window = WindowAdder(data, args.window, args.mlp_steps, args.seed)
+    narrow = WindowAdder(lambda: data.batch(256), args.window, args.mlp_steps, args.seed)
+    rng = np.random.default_rng([args.seed, 1])
+    wide = WindowAdder(lambda: mixed_operands(rng, 64, args.window_train_bits,
+                                              args.long_carry_fraction),
+                       args.window, args.mlp_steps, args.seed)
     print(f"feed-forward nets, {args.mlp_steps} Adam steps each "
           f"({time.perf_counter() - clock:.1f} s)")
 
@@ -506,7 +527,8 @@ def main(argv=None) -> dict:
         f"Elman RNN, {args.hidden} units": lambda a, b: rnn_sums(model, a, b, delay),
         f"fixed-width MLP, {2 * n} in": fixed.sums,
         f"  same, {n} columns at a time": fixed.chunked_sums,
-        f"window MLP, {args.window} columns": window.sums,
+        f"window MLP, {n}-bit data": narrow.sums,
+        f"window MLP, {args.window_train_bits}-bit data": wide.sums,
     }
     results = evaluate(models, WIDTHS, args.pairs, args.seed + 1, args.window)
     print(f"\nexact-match accuracy, {args.pairs} pairs per width "
@@ -519,27 +541,27 @@ def main(argv=None) -> dict:
         for name in models:
             print(f"    {name:<30}" + " ".join(cell(results[kind, name][w]) for w in WIDTHS))
 
-    extremes = []
-    for width in (16, 64, 128):
-        x, y = 2 ** (width - 1) - 1, 1
-        a, b = ints_to_bits([x], width), ints_to_bits([y], width)
-        right = add_bits(a, b)[0]
-        extremes.append((width, exact_match(rnn_sums(model, a, b, delay), right),
-                         exact_match(window.sums(a, b), right)))
-    print("  0111...1 + 1 (right?)         " + "   ".join(
-        f"{w} bits: RNN {'yes' if r else 'no'}, window {'yes' if f else 'no'}"
-        for w, r, f in extremes))
+    print(f"  0111...1 + 1, a carry through every column" + "".join(f"{w:>7}" for w in (16, 64, 128)))
+    for name in (f"Elman RNN, {args.hidden} units", f"window MLP, {args.window_train_bits}-bit data"):
+        marks = []
+        for width in (16, 64, 128):
+            a, b = ints_to_bits([2 ** (width - 1) - 1], width), ints_to_bits([1], width)
+            marks.append("right" if exact_match(models[name](a, b), add_bits(a, b)[0]) else "wrong")
+        print(f"    {name:<39}" + "".join(f"{m:>7}" for m in marks))
 
     probe = random_operands(np.random.default_rng([args.seed, 2]), args.pairs, 64)
-    names, table = correlate_units(model, *probe, delay)
-    print(f"\nhidden units: Pearson r with the carry out of the column just read and "
-          f"with sum bits (64-bit pairs)")
-    print(f"  {'unit':<6}" + "".join(f"{name:>13}" for name in names))
+    names, table, readout = correlate_units(model, *probe, delay)
+    print(f"\nhidden units after reading column t: Pearson r with the carry out of column t "
+          f"and with sum bits (64-bit pairs)")
+    print(f"  {'unit':<10}" + "".join(f"{name:>13}" for name in names))
     for unit, row in enumerate(table):
-        print(f"  {unit:<6}" + "".join(f"{r:+13.2f}" for r in row))
+        print(f"  {unit:<10}" + "".join(f"{r:+13.2f}" for r in row))
+    print(f"  {'all, linear':<10}" + "".join(f"{r:+13.2f}" for r in readout))
     unit, r = carry_unit(table)
     if unit is None:
-        print(f"  no single unit tracks the carry (best |r| = {abs(r):.2f})")
+        print(f"  no single unit tracks the carry (best: unit "
+              f"{int(np.argmax(np.abs(table[:, 0])))}, r = {r:+.2f}); a linear readout of all "
+              f"units gives it with r = {readout[0]:+.2f}")
     else:
         print(f"  unit {unit} tracks the carry (r = {r:+.2f})")
     print("\ntrace")

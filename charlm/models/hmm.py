@@ -21,9 +21,10 @@ were missing, and the chain still takes its step.
 
 Everything runs in log space. The sums over states are max-shifted matrix products,
 log Σ_s exp(a_s) M[s, j] = m + log Σ_s exp(a_s - m) M[s, j], with each column of M scaled by
-its largest entry (added back after the log): exact up to float32 rounding as long as no
-probability that matters is below float32's range (~1e-38) relative to the largest, which the
-smoothed counts of EM never come near. The parameters are persistent buffers (log-probabilities,
+its largest entry (added back after the log), and weights below e^-60 of the largest floored
+there (``floored_exp``): exact up to float32 rounding as long as no probability that matters
+is below float32's range (~1e-38) relative to the largest, which the smoothed counts of EM never
+come near. The parameters are persistent buffers (log-probabilities,
 float32), so checkpoints keep them; ``charlm.training.em`` trains them.
 """
 
@@ -42,6 +43,16 @@ from ..predictor import NextSymbolModel, State
 from ..text.vocab import PAD_ID, Vocab
 
 MIN_STATES, MAX_STATES = 2, 4096
+# Shifted log-weights are floored at -EXP_FLOOR before exp: e^-60 ~ 1e-26 changes no float32
+# sum it joins, and its products with the tables stay normal numbers (subnormal floats make the
+# CPU's exp, log and matrix products several times slower).
+EXP_FLOOR = 60.0
+
+
+def floored_exp(x: torch.Tensor) -> torch.Tensor:
+    """exp(x) of log-weights shifted so that the largest is about 0, floored at
+    e^-EXP_FLOOR."""
+    return x.clamp_min(-EXP_FLOOR).exp_()
 
 
 def _states(flag: str, value) -> None:
@@ -74,6 +85,8 @@ class HMMConfig(Options):
         if any(not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < self.vocab_size
                for i in self.never_predict):
             raise CharLMError("never_predict ids must lie inside the vocab")
+        if len(set(self.never_predict)) >= self.vocab_size:
+            raise CharLMError("the HMM needs a symbol it may emit: every id is never_predict")
         if self.eod_id is not None and (not 0 <= self.eod_id < self.vocab_size
                                         or self.eod_id in self.never_predict):
             raise CharLMError("the EOD id must lie inside the vocab and be predicted")
@@ -185,18 +198,24 @@ class HiddenMarkovLM(nn.Module, NextSymbolModel):
     # ----- the recursions ----------------------------------------------------------------------
     def tables(self) -> HMMTables:
         """The parameters in the forms the recursions use, computed once per change of the
-        buffers (in place, by ``load_state_dict`` or EM, or moved: each bumps the key)."""
-        key = tuple((b.data_ptr(), b._version, b.device)
-                    for b in (self.log_start, self.log_trans, self.log_emit))
+        buffers (in place, by ``load_state_dict`` or EM, or moved: each changes the key;
+        tensors made under ``torch.inference_mode`` keep no version, so are never cached)."""
+        buffers = (self.log_start, self.log_trans, self.log_emit)
+        if any(b.is_inference() for b in buffers):
+            return self._build_tables()
+        key = tuple((b.data_ptr(), b._version, b.device) for b in buffers)
         if self._cache is None or self._cache[0] != key:
-            trans_cols, col_max = _shifted(self.log_trans, 0)
-            trans_rows, row_max = _shifted(self.log_trans, 1)
-            emit_cols, emit_max = _shifted(self.log_emit, 0)
-            silent = torch.isneginf(self.log_emit).all(0)
-            reads = self.log_emit.T.masked_fill(silent[:, None], 0.0).contiguous()
-            self._cache = (key, HMMTables(trans_cols, col_max[0], trans_rows, row_max,
-                                          emit_cols, emit_max[0], reads, silent))
+            self._cache = (key, self._build_tables())
         return self._cache[1]
+
+    def _build_tables(self) -> HMMTables:
+        trans_cols, col_max = _shifted(self.log_trans, 0)
+        trans_rows, row_max = _shifted(self.log_trans, 1)
+        emit_cols, emit_max = _shifted(self.log_emit, 0)
+        silent = torch.isneginf(self.log_emit).all(0)
+        reads = self.log_emit.T.masked_fill(silent[:, None], 0.0).contiguous()
+        return HMMTables(trans_cols, col_max[0], trans_rows, row_max, emit_cols, emit_max[0],
+                         reads, silent)
 
     def resets(self, inputs: torch.Tensor, reset: torch.Tensor | None) -> torch.Tensor:
         """(B, T) bool: where the belief goes back to the start distribution (the mask, and
@@ -235,7 +254,7 @@ class HiddenMarkovLM(nn.Module, NextSymbolModel):
         """One filtering step: read the input (log emissions ``read`` (B, S)) and move along
         the transitions."""
         a = belief + read
-        p = (a - a.amax(-1, keepdim=True)).exp_()
+        p = floored_exp(a - a.amax(-1, keepdim=True))
         p = p / p.sum(-1, keepdim=True)  # the posterior of the state that emitted the input
         return (p @ tab.trans_cols).log_() + tab.col_max
 
@@ -244,7 +263,7 @@ class HiddenMarkovLM(nn.Module, NextSymbolModel):
         """(..., S) beliefs -> (..., V) log P(next symbol): log Σ_s belief(s) emit[s, :]."""
         tab = self.tables()
         top = beliefs.amax(-1, keepdim=True)
-        return ((beliefs - top).exp() @ tab.emit_cols).log_() + top + tab.emit_max
+        return (floored_exp(beliefs - top) @ tab.emit_cols).log_() + top + tab.emit_max
 
     @torch.no_grad()
     def emission_posteriors(self, inputs: torch.Tensor, reset: torch.Tensor) -> torch.Tensor:

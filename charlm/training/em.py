@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from ..errors import CharLMError
-from ..models.hmm import HiddenMarkovLM
+from ..models.hmm import HiddenMarkovLM, floored_exp
 from ..options import Options, non_negative_number, option, positive_int, positive_number, seed
 from ..predictor import loss_sum
 from ..text.batching import LaneLayout
@@ -130,7 +130,7 @@ def em_pass(model: HiddenMarkovLM, split: Split, config: EMConfig) -> dict:
         # Backward, inside the chunk. A transition leads into target t unless input t resets.
         follows = valid & ~model.resets(x, reset)
         beta = _backward(reads, follows, tab)
-        posterior = torch.log_softmax(filtered + beta, dim=-1).exp_()
+        posterior = floored_exp(torch.log_softmax(filtered + beta, dim=-1))
 
         # Emissions of the observed targets; starts at document starts.
         observed = (scored != PAD_ID)[..., None]
@@ -144,8 +144,8 @@ def em_pass(model: HiddenMarkovLM, split: Split, config: EMConfig) -> dict:
         # the lane's previous chunk (its filtered posterior: the backward was cut there).
         ahead = reads + beta
         norm = torch.logsumexp(beliefs + ahead, dim=-1, keepdim=True)
-        into = (ahead - norm).exp_() * follows[..., None]
-        before = torch.cat([last_posterior[:, None], filtered[:, :-1]], dim=1).exp_()
+        into = floored_exp(ahead - norm) * follows[..., None]
+        before = floored_exp(torch.cat([last_posterior[:, None], filtered[:, :-1]], dim=1))
         pair_weights += (before.reshape(-1, states).T @ into.reshape(-1, states)).double()
         last_posterior = filtered[:, -1]
 
@@ -169,7 +169,7 @@ def _backward(reads: torch.Tensor, follows: torch.Tensor, tab) -> torch.Tensor:
             continue
         a = reads[:, t + 1] + beta[:, t + 1]
         # log Σ_j trans(s, j) exp(a_j), dropping the per-lane shift (a constant over s)
-        step = ((a - a.amax(-1, keepdim=True)).exp_() @ tab.trans_rows.T).log_() \
+        step = (floored_exp(a - a.amax(-1, keepdim=True)) @ tab.trans_rows.T).log_() \
             + tab.row_max[:, 0]
         beta[:, t] = torch.where(follows[:, t + 1, None], step, 0.0)
     return beta
