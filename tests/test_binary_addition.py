@@ -54,7 +54,8 @@ def test_targets_are_integer_addition_bit_for_bit(delay):
     for bits in (1, 8, 37, 128):
         a, b = ba.random_operands(rng, 48, bits)
         top = 2**bits - 1
-        a = np.concatenate([a, ba.ints_to_bits([top, 0, random.Random(bits).getrandbits(bits)], bits)])
+        extra = [top, 0, random.Random(bits).getrandbits(bits)]
+        a = np.concatenate([a, ba.ints_to_bits(extra, bits)])
         b = np.concatenate([b, ba.ints_to_bits([top, 0, 1], bits)])
         inputs, targets = ba.encode(a, b, delay)
         assert inputs.shape == (51, bits + 1 + delay, 2)
