@@ -311,19 +311,17 @@ def test_a_two_state_model_learns_the_hmm_that_wrote_its_text():
 def test_the_stop_rules(monkeypatch):
     """max_iterations, tolerance and max_time (a pass starts only if the longest cycle so
     far still fits), on a fake clock: each pass takes 10 s."""
-    now = [0.0]
-    losses = iter([3.0, 2.0, 1.5, 1.49995, 1.0, 0.5, 0.2])
+    now, losses = [0.0], []
 
     def fake_pass(model, split, config):
         now[0] += 10.0
-        return {"train_loss": next(losses), "symbols": 1}
+        return {"train_loss": losses.pop(0), "symbols": 1}
     monkeypatch.setattr(em, "em_pass", fake_pass)
     split = encode_texts(AB, ["abab"])
 
     def run(**options):
-        nonlocal losses
         now[0] = 0.0
-        losses = iter([3.0, 2.0, 1.5, 1.49995, 1.0, 0.5, 0.2])
+        losses[:] = [3.0, 2.0, 1.5, 1.49995, 1.0, 0.5, 0.2]
         model = HiddenMarkovLM(HMMConfig.for_vocab(AB, states=2))
         return list(train_em(model, split, EMConfig(**options), clock=lambda: now[0]))
     assert [r["train_loss"] for r in run(tolerance=1e-4)] == [3.0, 2.0, 1.5, 1.49995]
