@@ -61,6 +61,19 @@ class NextSymbolModel:
         yield self
 
 
+@contextmanager
+def module_inference(model: nn.Module, dtype: torch.dtype | None):
+    """``inference`` of a torch model that has ``compute_in(dtype)``: in eval mode (no
+    dropout) and computing in ``dtype``, its training mode put back after."""
+    was_training = model.training
+    model.eval()
+    try:
+        with model.compute_in(dtype):
+            yield model
+    finally:
+        model.train(was_training)
+
+
 def reset_where(state: State, initial: State, mask: torch.Tensor) -> State:
     """``state`` with the lanes where ``mask`` (B,) is true put back to ``initial`` (the batch
     is each tensor's second dimension)."""

@@ -8,7 +8,6 @@ It is a ``NextSymbolModel`` (see ``charlm.predictor``), so ``charlm.evaluate`` a
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -16,7 +15,7 @@ from torch import nn
 
 from ..errors import CharLMError
 from ..options import option
-from ..predictor import NextSymbolModel
+from ..predictor import NextSymbolModel, module_inference
 from ..text.vocab import PAD_ID, Vocab
 from .backbone import RecurrentBackbone, RecurrentConfig, State, count_parameters
 from .heads import NextSymbolHead
@@ -87,15 +86,8 @@ class RecurrentLM(nn.Module, NextSymbolModel):
                     reset: torch.Tensor | None = None) -> tuple[torch.Tensor, State]:
         return self(inputs, state, reset)
 
-    @contextmanager
     def inference(self, dtype: torch.dtype | None = None):
-        was_training = self.training
-        self.eval()
-        try:
-            with self.compute_in(dtype):
-                yield self
-        finally:
-            self.train(was_training)
+        return module_inference(self, dtype)
 
     # ----- the forward -------------------------------------------------------------------------
     def compute_in(self, dtype: torch.dtype | None):

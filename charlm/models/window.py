@@ -19,7 +19,7 @@ from torch import nn
 
 from ..errors import CharLMError
 from ..options import Options, fraction, option, positive_int
-from ..predictor import NextSymbolModel, State
+from ..predictor import NextSymbolModel, module_inference, State
 from ..text.vocab import PAD_ID, Vocab
 
 MAX_CONTEXT = 1024
@@ -137,12 +137,5 @@ class WindowLM(nn.Module, NextSymbolModel):
         finally:
             self.compute_dtype = before
 
-    @contextmanager
     def inference(self, dtype: torch.dtype | None = None):
-        was_training = self.training
-        self.eval()
-        try:
-            with self.compute_in(dtype):
-                yield self
-        finally:
-            self.train(was_training)
+        return module_inference(self, dtype)
