@@ -17,18 +17,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..errors import CharLMError
-from ..options import Options, fraction, option, positive_int
+from ..options import Options, at_most, fraction, option, positive_int
 from ..predictor import NextSymbolModel, module_inference, State
 from ..text.vocab import PAD_ID, Vocab
 
 MAX_CONTEXT = 1024
-
-
-def _context_check(flag: str, value) -> None:
-    positive_int(flag, value)
-    if value > MAX_CONTEXT:
-        raise CharLMError(f"{flag} must be at most {MAX_CONTEXT}, got {value}")
 
 
 @dataclass(frozen=True)
@@ -37,7 +30,7 @@ class WindowConfig(Options):
 
     vocab_size: int = option(1, "Symbols in the vocab.", command_line=False)
     context: int = option(8, "K: the symbols before the next one that the model reads (its "
-                             "whole memory).", check=_context_check)
+                             "whole memory).", check=at_most(MAX_CONTEXT, positive_int))
     embed_dim: int = option(32, "Embedding size of each symbol in the window.", flag="--embed",
                             check=positive_int)
     hidden_dim: int = option(512, "Units of the hidden layer.", flag="--hidden",
