@@ -2,6 +2,7 @@
 text, each scored on the same validation split in bits per character.
 
     python bench/classic.py [--corpus FILE] [--budget SECONDS] [--only ngram,window,hmm,rnn]
+                            [--json ROWS.json] [--plot PLOT.png]
 
 n-grams are counted (seconds, whatever the budget); the window models, HMMs and recurrent nets
 are trained for the same wall-clock budget each through the CLI (`charlm baseline window|hmm`,
@@ -42,7 +43,8 @@ def ngrams(corpus: Path) -> list[dict]:
         model = NgramLM.count(train.tokens, prepared.vocab, order)
         counted = time.perf_counter() - t0
         bpc = evaluate(model, prepared.vocab, val)["bpc"]
-        rows.append({"model": f"{order}-gram (KN)", "seconds": counted, "bpc": bpc,
+        rows.append({"model": f"{order}-gram (KN)", "family": "ngram", "setting": order,
+                     "seconds": counted, "bpc": bpc,
                      "size": f"{sum(model.config.ngrams):,} n-grams"})
         print(f"{rows[-1]['model']:<18} {counted:7.1f} s  {bpc:.4f} bits/char  "
               f"{rows[-1]['size']}", flush=True)
@@ -65,22 +67,53 @@ def _bpc(run_dir: Path) -> float:
 def trained(corpus: Path, budget: float, only: set[str], tmp: Path) -> list[dict]:
     runs = []
     if "window" in only:
-        runs += [(f"window K={k}", ["baseline", "window", str(corpus), "--context", str(k),
+        runs += [(f"window K={k}", "window", k, ["baseline", "window", str(corpus), "--context", str(k),
                                     "--max-time", str(budget), "--no-plot"]) for k in WINDOWS]
     if "hmm" in only:
-        runs += [(f"HMM {s} states", ["baseline", "hmm", str(corpus), "--states", str(s),
+        runs += [(f"HMM {s} states", "hmm", s, ["baseline", "hmm", str(corpus), "--states", str(s),
                                       "--max-time", str(budget)]) for s in STATES]
     if "rnn" in only:
-        runs += [(f"{c.upper()} 1x512", ["train", str(corpus), "--cell", c, "--layers", "1",
+        runs += [(f"{c.upper()} 1x512", c, 512, ["train", str(corpus), "--cell", c, "--layers", "1",
                                          "--hidden", "512", "--max-time", str(budget),
                                          "--no-plot"]) for c in CELLS]
     rows = []
-    for i, (name, args) in enumerate(runs):
+    for i, (name, family, setting, args) in enumerate(runs):
         run_dir = tmp / f"run{i}"
         seconds = _cli([*args, "--out", str(run_dir)])
-        rows.append({"model": name, "seconds": seconds, "bpc": _bpc(run_dir)})
+        rows.append({"model": name, "family": family, "setting": setting, "seconds": seconds,
+                     "bpc": _bpc(run_dir)})
         print(f"{name:<18} {seconds:7.1f} s  {rows[-1]['bpc']:.4f} bits/char", flush=True)
     return rows
+
+
+def plot(rows: list[dict], path: Path, budget: float) -> None:
+    """Validation bits/char against each memoryless or hidden-Markov model's size, one panel
+    per family, with the recurrent nets as horizontal lines across all three."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("ngram", "n-gram order (KN)"), ("window", "window K (feed-forward)"),
+              ("hmm", "HMM states")]
+    recurrent = [r for r in rows if r["family"] in CELLS]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4), sharey=True)
+    for ax, (family, label) in zip(axes, panels):
+        mine = [r for r in rows if r["family"] == family]
+        if mine:
+            ax.plot([r["setting"] for r in mine], [r["bpc"] for r in mine], "o-", color="C0")
+        if family == "hmm":
+            ax.set_xscale("log", base=2)
+        for j, r in enumerate(recurrent):
+            ax.axhline(r["bpc"], color=f"C{j + 1}", linestyle="--", label=r["model"])
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("validation bits per character")
+    if recurrent:
+        axes[-1].legend(loc="upper right")
+    fig.suptitle(f"Memoryless and hidden-Markov models against recurrent nets "
+                 f"({budget:g} s of training each; n-grams counted)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 def main() -> None:
@@ -88,6 +121,8 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, default=ROOT / "data" / "tinyshakespeare.txt")
     parser.add_argument("--budget", type=float, default=90.0)
     parser.add_argument("--only", default="ngram,window,hmm,rnn")
+    parser.add_argument("--json", type=Path, help="write the rows here")
+    parser.add_argument("--plot", type=Path, help="draw the rows here (PNG)")
     args = parser.parse_args()
     only = set(args.only.split(","))
     print(f"{args.corpus.name}, validation split {PrepareConfig.default('val_fraction'):g} of "
@@ -97,6 +132,10 @@ def main() -> None:
         rows += trained(args.corpus, args.budget, only, Path(tmp))
     best = min(rows, key=lambda r: r["bpc"])
     print(f"best: {best['model']} at {best['bpc']:.4f} bits/char")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    if args.plot:
+        plot(rows, args.plot, args.budget)
 
 
 if __name__ == "__main__":
