@@ -17,7 +17,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .devices import COMPUTE_DTYPES, DEVICE_HELP, DEVICES, EVAL_PRECISIONS
 from .errors import CharLMError
@@ -86,10 +88,7 @@ def evaluate(model: NextSymbolModel, vocab: Vocab, split: Split,
     if split.chars - split.unknown < 1:
         raise CharLMError("no text to evaluate" + (": every character is unknown to the model"
                                                    if split.unknown else ""))
-    device = model.device
-    lanes = config.lanes or auto_lanes(split.symbols, config.bptt_len, vocab.size)
-    layout = LaneLayout(split.tokens, split.doc_starts, lanes, config.bptt_len, vocab.eod_id,
-                        burn_in=config.burn_in)
+    layout = _layout(split, vocab, config)
     partial = limit is not None and limit < split.symbols
     if partial:
         layout = layout.limited(-(-limit // layout.num_lanes))
@@ -103,24 +102,15 @@ def evaluate(model: NextSymbolModel, vocab: Vocab, split: Split,
         layout = layout.select(share)
         sampled = sampled.select(share) if sampled is not None else None
     total, count, s_total, s_count = 0.0, 0, 0.0, 0
-    with model.inference(COMPUTE_DTYPES[config.precision]):
-        state = model.initial_state(layout.num_lanes)
-        for chunk in range(layout.chunks_per_epoch):
-            b = layout.batch(chunk)
-            x = torch.from_numpy(b.inputs).to(device)
-            y = torch.from_numpy(b.targets).to(device)
-            if vocab.unk_id is not None:
-                y = y.masked_fill(y == vocab.unk_id, PAD_ID)
-            reset = torch.from_numpy(b.reset).to(device)
-            logits, state = model.next_logits(x, state, reset)
-            s, n = loss_sum(logits, y)
-            total += float(s)
-            count += n
-            if sampled is not None and chunk < sampled.chunks_per_epoch:
-                outside = torch.from_numpy(~sampled.scored(chunk)).to(device)
-                s, n = loss_sum(logits, y.masked_fill(outside, PAD_ID))
-                s_total += float(s)
-                s_count += n
+    for chunk, logits, y in _forward(model, vocab, layout, config):
+        s, n = loss_sum(logits, y)
+        total += float(s)
+        count += n
+        if sampled is not None and chunk < sampled.chunks_per_epoch:
+            outside = torch.from_numpy(~sampled.scored(chunk)).to(model.device)
+            s, n = loss_sum(logits, y.masked_fill(outside, PAD_ID))
+            s_total += float(s)
+            s_count += n
     if shared:
         total, count, s_total, s_count = world.sum(total, count, s_total, s_count)
         count, s_count = int(count), int(s_count)
@@ -131,6 +121,47 @@ def evaluate(model: NextSymbolModel, vocab: Vocab, split: Split,
     if sampled is not None:
         figures["sample"] = _figures(s_total, s_count, s_count * chars / max(count, 1), 0)
     return figures
+
+
+@torch.no_grad()
+def symbol_losses(model: NextSymbolModel, vocab: Vocab, split: Split,
+                  config: EvalConfig | None = None) -> np.ndarray:
+    """The nats of every target of ``split`` (position i: the loss of tokens[i] given what came
+    before it), in float64; NaN where nothing is scored (position 0, unknown symbols). They are
+    the terms whose sum is ``evaluate``'s total_nats, from the same lanes and chunks."""
+    config = config or EvalConfig()
+    check_vocab(model, vocab)
+    layout = _layout(split, vocab, config)
+    losses = np.full(len(split.tokens), np.nan)
+    for chunk, logits, y in _forward(model, vocab, layout, config):
+        nats = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1),
+                               ignore_index=PAD_ID, reduction="none").view(y.shape)
+        scored = (y != PAD_ID).cpu().numpy()
+        losses[layout.positions(chunk)[scored] + 1] = nats.double().cpu().numpy()[scored]
+    return losses
+
+
+def _layout(split: Split, vocab: Vocab, config: EvalConfig) -> LaneLayout:
+    lanes = config.lanes or auto_lanes(split.symbols, config.bptt_len, vocab.size)
+    return LaneLayout(split.tokens, split.doc_starts, lanes, config.bptt_len, vocab.eod_id,
+                      burn_in=config.burn_in)
+
+
+def _forward(model: NextSymbolModel, vocab: Vocab, layout: LaneLayout, config: EvalConfig):
+    """The model over the layout's chunks, the state carried: (chunk, logits, targets) with
+    unknown targets turned into PAD (not scored)."""
+    device = model.device
+    with model.inference(COMPUTE_DTYPES[config.precision]):
+        state = model.initial_state(layout.num_lanes)
+        for chunk in range(layout.chunks_per_epoch):
+            b = layout.batch(chunk)
+            x = torch.from_numpy(b.inputs).to(device)
+            y = torch.from_numpy(b.targets).to(device)
+            if vocab.unk_id is not None:
+                y = y.masked_fill(y == vocab.unk_id, PAD_ID)
+            reset = torch.from_numpy(b.reset).to(device)
+            logits, state = model.next_logits(x, state, reset)
+            yield chunk, logits, y
 
 
 def _figures(total: float, count: int, chars: float, unknown: int) -> dict:

@@ -3,6 +3,7 @@ taking the ``device`` fixture) on a GPU; the default is the CPU."""
 
 import functools
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -62,3 +63,24 @@ def small_corpus(tmp_path, small_text) -> Path:
     path = tmp_path / "small.txt"
     path.write_text(small_text, encoding="utf-8")
     return path
+
+
+def chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+@pytest.fixture
+def browser():
+    path = chromium()
+    if path is None:
+        if os.environ.get("CHARLM_REQUIRE_BROWSER"):
+            pytest.fail("no chromium on this machine (`apt-get install chromium`)")
+        pytest.skip("no chromium on this machine")
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=path, args=["--no-sandbox"])
+        yield b
+        b.close()

@@ -86,3 +86,42 @@ def test_an_hmm_run_keeps_its_best_pass_and_evaluates(tmp_path, small_corpus):
     assert _run("sample", "--checkpoint", run, "--length", 20, "--seed", 1).exit_code == 0
     bad = _run("baseline", "hmm", small_corpus, "--states", 1, "--out", tmp_path / "b")
     assert bad.exit_code == 1 and "--states" in bad.output
+
+
+def test_inspect_reports_every_baseline(tmp_path, small_corpus, small_text):
+    """`charlm inspect` reads any language model: its bits are the evaluation's, and its units
+    are what the kind carries (the window's hidden layer, the HMM's belief over its states,
+    none for an n-gram)."""
+    import numpy as np
+    import pytest
+
+    from charlm.report import InspectConfig, build_report
+    from charlm.report.trace import trace
+
+    made = {
+        "ngram": ["baseline", "ngram", small_corpus, "--order", 3],
+        "hmm": ["baseline", "hmm", small_corpus, "--states", 5, "--max-iterations", 2],
+        "window": ["baseline", "window", small_corpus, "--context", 4, "--hidden", 16,
+                   "--max-steps", 10, "--no-plot"],
+    }
+    units = {"ngram": None, "hmm": 5, "window": 16}
+    for name, args in made.items():
+        assert _run(*args, "--out", tmp_path / name).exit_code == 0
+        lm = charlm.load(tmp_path / name)
+        split = lm.encode([small_text[:900], "A second document."])
+        traced = trace(lm.model, np.asarray(split.tokens), lm.vocab.eod_id)
+        exact = lm.evaluate(split, lanes=1)
+        assert np.nansum(traced.bits) / split.chars == pytest.approx(exact["bpc"], abs=1e-4)
+        _, data = build_report(lm, split.tokens, InspectConfig(length=5000), "text")
+        assert [s["units"] for s in data["series"]] == ([units[name]] if units[name] else [])
+        if name == "hmm":  # a belief: a distribution over the states at every symbol
+            belief = traced.layers[0]["h"]
+            assert belief.shape == (len(split.tokens), 5)
+            assert np.allclose(belief.sum(axis=1), 1, atol=1e-5) and belief.min() >= 0
+        page = _run("inspect", "--checkpoint", tmp_path / name, "--out",
+                    tmp_path / f"{name}.html")
+        assert page.exit_code == 0, page.output
+    no_units = _run("inspect", "--checkpoint", tmp_path / "ngram", "--unit", "1:h:0",
+                    "--out", tmp_path / "x.html")
+    assert no_units.exit_code == 1 and "has no units" in no_units.output
+    assert not (tmp_path / "x.html").exists()

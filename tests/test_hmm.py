@@ -360,3 +360,28 @@ def test_parameters_are_counted_built_on_meta_and_restored():
     a.load_state_dict(b.state_dict())
     assert torch.equal(a.next_logits(x)[0], b.next_logits(x)[0])
     assert not torch.allclose(before, b.next_logits(x)[0])
+
+
+@pytest.mark.parametrize("states", [2, 3, 9, 40])
+def test_every_state_starts_out_owning_symbols_and_every_symbol_has_an_owner(states):
+    """The start EM leaves the all-unigram saddle from: each state's emissions hold OWNED of
+    their mass on at most ceil(V'/S) symbols (V' emitted), each emitted symbol has such an
+    owner, PAD and UNK are never emitted; the same seed gives the same start."""
+    from charlm.models.hmm import OWNED
+
+    vocab = CharVocab("abcdefghijklmnop")
+    counts = torch.arange(vocab.size, dtype=torch.float64) ** 2  # frequencies by id
+    model = HiddenMarkovLM(HMMConfig.for_vocab(vocab, states=states))
+    model.initialise(torch.Generator().manual_seed(5), counts)
+    emit = model.log_emit.exp()  # (S, V)
+    assert torch.allclose(emit.sum(-1), torch.ones(states, dtype=emit.dtype))
+    assert float(emit[:, list(vocab.never_predicted)].max()) == 0
+    emitted = vocab.size - len(vocab.never_predicted)
+    share = -(-emitted // states)
+    ranked = emit.sort(-1, descending=True)
+    assert float(ranked.values[:, :share].sum(-1).min()) >= OWNED
+    owned = set(ranked.indices[:, :share].reshape(-1).tolist())  # the states' top symbols
+    assert owned >= set(range(vocab.size)) - set(vocab.never_predicted)
+    again = HiddenMarkovLM(HMMConfig.for_vocab(vocab, states=states))
+    again.initialise(torch.Generator().manual_seed(5), counts)
+    assert torch.equal(again.log_emit, model.log_emit)

@@ -161,3 +161,27 @@ def test_bad_orders_are_refused():
     for order in (0, -1, 65):
         with pytest.raises(CharLMError, match="--order must be an integer from 1"):
             NgramLM.count(tokens, vocab, order)
+
+
+@pytest.mark.parametrize("chunk", [5, 64, 1 << 22])
+def test_counting_in_chunks_gives_the_tables_of_counting_every_position(chunk, monkeypatch):
+    """The packed path reads the text ``chunk`` targets at a time (chunks that cut documents,
+    and merges of what is held); its tables equal those of the path that counts every
+    position at once, buffer for buffer."""
+    import charlm.models.ngram as ngram
+
+    rng = np.random.default_rng(chunk)
+    texts = _corpus(rng, docs=9, length=60) + ["a"]
+    vocab = CharVocab("".join(texts) + "d")
+    tokens = encode_texts(vocab, texts).tokens
+    real = ngram.packed_grams
+    monkeypatch.setattr(ngram, "packed_grams", lambda *a: real(*a, chunk=chunk))
+    for order in (1, 2, 4, 7):
+        packed = NgramLM.count(tokens, vocab, order)
+        every = NgramLM.count(tokens, vocab, order, packed=False)
+        assert packed.config == every.config
+        for (name, x), (_, y) in zip(packed.state_dict().items(), every.state_dict().items()):
+            assert torch.equal(x, y), (order, name)
+    # A stream that does not start with EOD: the first document begins at position 0.
+    assert NgramLM.count(tokens[1:], vocab, 3).config == \
+        NgramLM.count(tokens[1:], vocab, 3, packed=False).config

@@ -175,28 +175,7 @@ def test_inspect_command_and_its_bad_input(lm, tmp_path, monkeypatch):
     assert data["start_unit"] == {"layer": 0, "name": "c", "unit": 3} and data["chars"] == 400
 
 
-# ----- the page in a real browser ---------------------------------------------------------------
-def chromium() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        if shutil.which(name):
-            return shutil.which(name)
-    return None
-
-
-@pytest.fixture
-def browser():
-    path = chromium()
-    if path is None:
-        if os.environ.get("CHARLM_REQUIRE_BROWSER"):
-            pytest.fail("no chromium on this machine (`apt-get install chromium`)")
-        pytest.skip("no chromium on this machine")
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=path, args=["--no-sandbox"])
-        yield b
-        b.close()
-
-
+# ----- the page in a real browser (the `browser` fixture: conftest.py) ----------------------
 def test_the_report_works_in_a_real_browser(lm, small_text, tmp_path, browser):
     split = lm.encode(small_text[:4000] + '\n"quoted (bracketed) text"\n')
     page_html, data = build_report(lm, split.tokens, InspectConfig(length=5000, gates=True),

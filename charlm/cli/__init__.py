@@ -8,9 +8,10 @@
     plot.py      plot (training curves)
     report.py    inspect (the HTML report)
     baseline.py  baseline ngram, hmm, window
+    compare.py   compare (several runs on one text)
 """
 
-from . import baseline, classify, diagnose, lm, plot, report  # noqa: F401  (their commands join the app)
+from . import baseline, classify, compare, diagnose, lm, plot, report  # noqa: F401  (their commands join the app)
 from .app import app, main
 
 __all__ = ["app", "main"]

@@ -104,6 +104,55 @@ def padded_stream(tokens: np.ndarray, eod_id: int, pad: int) -> tuple[np.ndarray
     return stream, within > pad  # the pads and each document's first EOD are read, not scored
 
 
+def packed_grams(tokens: np.ndarray, eod_id: int, order: int, v: int, never: np.ndarray,
+                 chunk: int = 1 << 22) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct ``order``-grams of the id stream and their counts, read ``chunk`` targets
+    at a time. A gram's key is its symbols in base V, the oldest first (c_(N-1) ... c_1 w):
+    position i predicts tokens[i] from the symbols before it back to the EOD that starts its
+    document (``padded_stream``'s rule), PAD before that; targets in ``never`` are left out."""
+    n = len(tokens)
+    span = order - 1
+    keys_parts, count_parts, held = [], [], 0
+    last_eod = 0  # the last EOD at or before the previous chunk's end (0: the stream's start)
+    for a in range(1, n, chunk):
+        b = min(n, a + chunk)
+        lo = max(0, a - 1 - span)
+        window = np.asarray(tokens[lo:b]).astype(np.int64)
+        marks = np.where(window == eod_id, np.arange(lo, b), -1)
+        marks = np.maximum(np.maximum.accumulate(marks), last_eod)  # the last EOD <= each
+        last_eod = int(marks[-1])
+        target = np.arange(a, b)
+        begins = marks[target - 1 - lo]  # where each target's document starts
+        key = np.zeros(b - a, dtype=np.int64)
+        for distance in range(span, 0, -1):
+            before = target - distance
+            key = key * v + np.where(before >= begins, window[np.maximum(before - lo, 0)],
+                                     PAD_ID)
+        w = window[target - lo]
+        key = (key * v + w)[~np.isin(w, never)]
+        k, c = np.unique(key, return_counts=True)
+        keys_parts.append(k)
+        count_parts.append(c)
+        held += len(k)
+        if held > 4 * chunk:  # merge what is held: memory stays with the distinct grams
+            merged_keys, merged_counts = _merge(keys_parts, count_parts)
+            keys_parts, count_parts, held = [merged_keys], [merged_counts], len(merged_keys)
+    if not keys_parts:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return _merge(keys_parts, count_parts)
+
+
+def _merge(keys_parts: list[np.ndarray], count_parts: list[np.ndarray]
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct keys of several (keys, counts) tables, their counts summed."""
+    if len(keys_parts) == 1:
+        return keys_parts[0], count_parts[0]
+    keys, index = np.unique(np.concatenate(keys_parts), return_inverse=True)
+    counts = np.bincount(index.reshape(-1), weights=np.concatenate(count_parts),
+                         minlength=len(keys)).astype(np.int64)
+    return keys, counts
+
+
 class NgramLM(nn.Module, NextSymbolModel):
     """The n-gram model as a ``NextSymbolModel``; its counts are buffers, so a checkpoint holds
     them like weights. Build one with ``NgramLM.count(tokens, vocab, order)``."""
@@ -130,27 +179,42 @@ class NgramLM(nn.Module, NextSymbolModel):
 
     # ----- counting ----------------------------------------------------------------------------
     @classmethod
-    def count(cls, tokens: np.ndarray, vocab, order: int) -> NgramLM:
+    def count(cls, tokens: np.ndarray, vocab, order: int, packed: bool = True) -> NgramLM:
         """The model of ``order`` counted from an id stream (a split's tokens: EOD where each
-        document starts)."""
+        document starts). Where a gram's key fits 63 bits (V^order < 2^63) the text is read
+        in chunks (``packed_grams``); ``packed=False`` counts every position at once, the
+        same tables (tested)."""
         _order_check("--order", order)
         v = vocab.size
-        stream, is_target = padded_stream(tokens, vocab.eod_id, order - 1)
         never = np.asarray(vocab.never_predicted, dtype=np.int64)
-        targets = np.flatnonzero(is_target & ~np.isin(stream, never))
-        if len(targets) == 0:
+        if packed and v ** order < 2 ** 63:
+            # Each distinct gram once, with its count: memory grows with the distinct grams,
+            # not with the text.
+            grams, weight = packed_grams(tokens, vocab.eod_id, order, v, never)
+
+            def symbol(distance: int) -> np.ndarray:  # of every distinct gram
+                return (grams // v ** distance) % v
+        else:  # the grams' keys do not fit 63 bits: every target position at once
+            stream, is_target = padded_stream(tokens, vocab.eod_id, order - 1)
+            targets = np.flatnonzero(is_target & ~np.isin(stream, never))
+            grams, weight = targets, None
+
+            def symbol(distance: int) -> np.ndarray:  # of every target position
+                return stream[targets - distance]
+        if len(grams) == 0:
             raise CharLMError("no text to count n-grams on")
-        # Context ids of every target position, by length, right to left.
-        ctx = np.zeros(len(targets), dtype=np.int64)
+        # Context ids of every gram (or position), by length, right to left.
+        ctx = np.zeros(len(grams), dtype=np.int64)
         ctx_keys = []
         for length in range(1, order):
-            keys = ctx * v + stream[targets - length]
+            keys = ctx * v + symbol(length)
             table, ctx = np.unique(keys, return_inverse=True)
             ctx_keys.append(table)
             ctx = ctx.reshape(-1)
         # The highest order: raw counts; below, from each order's distinct grams.
-        keys, raw = np.unique(ctx * v + stream[targets], return_counts=True)
-        del ctx
+        keys, index = np.unique(ctx * v + symbol(0), return_inverse=True)
+        raw = np.bincount(index.reshape(-1), weights=weight, minlength=len(keys)).astype(np.int64)
+        del ctx, index, grams, weight
         tables = [(keys, raw)]  # (keys, a_k) by order, the lowest first
         for k in range(order - 1, 0, -1):  # the k-grams, from the distinct (k+1)-grams
             upper = tables[0][0]

@@ -16,7 +16,7 @@ from ..devices import DEVICE_HELP, DEVICES
 from ..errors import CharLMError
 from ..options import Options, option, positive_int
 from .page import render_page, report_data, symbol_texts
-from .trace import SERIES, STATES, trace
+from .trace import SERIES, STATES, anatomy, trace
 
 MAX_LENGTH = 50_000  # characters: a page of 2x512 with --gates is then ~160 MB
 
@@ -64,6 +64,15 @@ def parse_unit(spec: str, cell: str, layers: int, hidden: int) -> dict:
     return {"layer": layer - 1, "name": name, "unit": unit}
 
 
+def describe(model) -> str:
+    """The model in a few words, for the report's summary."""
+    c = model.config
+    return {"rnn-lm": lambda: f"{c.cell} {c.num_layers}\u00d7{c.hidden_dim}",
+            "window-lm": lambda: f"window model, K = {c.context}, {c.hidden_dim} hidden units",
+            "hmm-lm": lambda: f"HMM, {c.states} states",
+            "ngram-lm": lambda: f"{c.order}-gram (Kneser-Ney)"}[model.kind]()
+
+
 def first_characters(vocab, tokens: np.ndarray, length: int) -> np.ndarray:
     """The shortest start of ``tokens`` that holds ``length`` characters (all of it if
     shorter)."""
@@ -82,10 +91,10 @@ def build_report(lm, tokens: np.ndarray, config: InspectConfig, source: str) -> 
     """The report's HTML and its data, for the language model ``lm`` (``charlm.load``) over
     ``tokens`` (a split's id stream: EOD where each document starts)."""
     model = lm.model
-    if getattr(model, "kind", None) != "rnn-lm":
-        raise CharLMError("charlm inspect reads recurrent language models")
-    c = model.config
-    start = parse_unit(config.unit, c.cell, c.num_layers, c.hidden_dim) if config.unit else None
+    cell, layers, units = anatomy(model)
+    if config.unit and not layers:
+        raise CharLMError(f"--unit {config.unit}: this model ({describe(model)}) has no units")
+    start = parse_unit(config.unit, cell, layers, units) if config.unit else None
     if start and start["name"] not in STATES and not config.gates:
         raise CharLMError(f"--unit {config.unit}: a gate's activations are in the report with "
                           f"--gates")
@@ -95,7 +104,7 @@ def build_report(lm, tokens: np.ndarray, config: InspectConfig, source: str) -> 
     traced = trace(model, ids, lm.vocab.eod_id, lm.vocab.unk_id)
     data = report_data(traced, lm.vocab, "", gates=config.gates)
     unknown = f" ({data['unknown']:,} unknown, not scored)" if data["unknown"] else ""
-    data["summary"] = (f"{c.cell} {c.num_layers}\u00d7{c.hidden_dim}, {lm.vocab.kind} vocab of "
+    data["summary"] = (f"{describe(model)}, {lm.vocab.kind} vocab of "
                        f"{lm.vocab.size} \u00b7 {source}: {data['chars']:,} characters"
                        f"{unknown} \u00b7 {data['bpc']:.4f} bits per character")
     data["start_unit"] = start

@@ -249,6 +249,10 @@
   }
   function patternSearch(a, b) {
     const box = $("pattern");
+    if (!searched.length) {
+      box.innerHTML = "<p class='note'>This model has no units to search.</p>";
+      return;
+    }
     const top = findUnits(a, b);
     const list = document.createElement("ul");
     list.id = "pattern-units";
@@ -301,8 +305,10 @@
   (function gates() {
     const box = $("gates");
     if (!D.gates.length) {
-      box.innerHTML = "<p class='note'>This cell (" + esc(D.cell) + ") has no gates; its units "
-        + "are in the Units view.</p>";
+      box.innerHTML = "<p class='note'>" + (series.length
+        ? "This model (" + esc(D.cell) + ") has no gates; its units are in the Units view."
+        : "This model (" + esc(D.cell) + ") has no units: all it remembers is the last few "
+          + "symbols.") + "</p>";
       return;
     }
     box.innerHTML = "<p class='note'>Each dot is a unit: the fraction of this text for which its "
@@ -346,6 +352,7 @@
   })();
 
   $("summary").textContent = D.summary;
+  if (!series.length) $("tab-units").hidden = true;  // an n-gram: surprisal only
   fillSeries();
   if (D.start_unit) select(D.start_unit); else recolour();
   document.body.dataset.ready = "yes";

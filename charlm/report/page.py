@@ -46,7 +46,7 @@ def vocab_labels(vocab) -> list[str | None]:
 
 
 def _range(name: str, cell: str, values: np.ndarray) -> tuple[float, float]:
-    if name in GATES.get(cell, ()):
+    if name in GATES.get(cell, ()) or cell == "hmm":  # gates, probabilities
         return 0.0, 1.0
     if cell == "irnn":  # ReLU: from 0 to the largest value seen
         return 0.0, float(max(values.max(), 1e-6))
@@ -114,14 +114,15 @@ def report_data(trace: Trace, vocab, summary: str, gates: bool = False) -> dict:
     }
 
 
-def render_page(data: dict, title: str) -> str:
-    """The HTML of the report."""
+def render_page(data: dict, title: str, page_name: str = "page") -> str:
+    """The HTML of the report (``page_name`` "page"), or of another page built the same way
+    (``compare``: ``charlm compare``'s view): NAME.html with page.css, NAME.js and the data."""
     files = resources.files(__package__)
-    page = (files / "page.html").read_text(encoding="utf-8")
+    page = (files / f"{page_name}.html").read_text(encoding="utf-8")
     # JSON inside <script>: "</script" would end the element and "<!--" change how it is
     # read, so every "<" is written as the escape \u003c (the same JSON).
     payload = json.dumps(data, ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c")
     parts = {"TITLE": html.escape(title), "DATA": payload,
              "CSS": (files / "page.css").read_text(encoding="utf-8"),
-             "JS": (files / "page.js").read_text(encoding="utf-8")}
+             "JS": (files / f"{page_name}.js").read_text(encoding="utf-8")}
     return re.sub(r"@(TITLE|CSS|JS|DATA)@", lambda m: parts[m.group(1)], page)

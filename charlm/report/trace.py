@@ -2,10 +2,13 @@
 
     ids (one stream, EOD where documents start)
       │
-      ├─► the model's own forward ─► logits ─► loss per symbol (bits), top-5 guesses
-      │     (the same figures `charlm eval` gives)
+      ├─► the model's own next_logits ─► loss per symbol (bits), top-5 guesses
+      │     (the same figures `charlm eval` gives; any kind of language model)
       │
-      └─► trace_layers: each layer's recurrence written out step by step from the model's
+      ├─► a baseline's units (model_layers): the window model's hidden layer; the HMM's
+      │     belief, P(hidden state | the text so far), one unit per state; an n-gram has none
+      │
+      └─► trace_layers (recurrent models): each layer's recurrence written out step by step from the model's
             weights (every cell: lstm, gru, rnn, irnn, leaky, jordan; layer norm too), keeping
             per step: h; for an LSTM tanh(c) and the gates i, f, o and the candidate g; for a
             GRU the gates r, z and the candidate n. The state goes back to the initial one
@@ -33,6 +36,10 @@ SERIES = {
     "irnn": {"h": "hidden output h (ReLU)"},
     "leaky": {"h": "hidden output h"},
     "jordan": {"h": "hidden layer h"},
+    # The baselines, each one layer (or none) of its own.
+    "window": {"h": "hidden layer (tanh)"},
+    "hmm": {"h": "P(state | text so far)"},
+    "ngram": {},
 }
 GATES = {"lstm": ("i", "f", "o"), "gru": ("r", "z")}  # sigmoid gates, in [0, 1]
 # The state (h, an LSTM's tanh(c)): always in the report, and where units for a pattern are
@@ -54,13 +61,37 @@ class Trace:
     layers: list[dict[str, np.ndarray]] = field(default_factory=list)
 
 
+def anatomy(model) -> tuple[str, int, int]:
+    """What the report calls the model's units: (its "cell" in SERIES, layers, units in
+    each)."""
+    c = model.config
+    if model.kind == "rnn-lm":
+        return c.cell, c.num_layers, c.hidden_dim
+    return {"window-lm": ("window", 1, getattr(c, "hidden_dim", 0)),
+            "hmm-lm": ("hmm", 1, getattr(c, "states", 0)),
+            "ngram-lm": ("ngram", 0, 0)}[model.kind]
+
+
+def model_layers(model, ids: torch.Tensor, reset: torch.Tensor) -> list[dict[str, np.ndarray]]:
+    """Each layer's series over ``ids`` (T,), whatever the kind of model."""
+    if model.kind == "rnn-lm":
+        return trace_layers(model, ids, reset)[0]
+    if model.kind == "window-lm":
+        hidden, _ = model.features(model.windows(ids[None], None, reset[None]))
+        return [{"h": hidden[0].float().cpu().numpy()}]
+    if model.kind == "hmm-lm":
+        return [{"h": model.emission_posteriors(ids, reset).float().cpu().numpy()}]
+    return []  # an n-gram's memory is its last N-1 symbols: nothing to show as units
+
+
 @torch.no_grad()
 def trace(model, ids: np.ndarray, eod_id: int, unk_id: int | None = None, top: int = 5) -> Trace:
-    """Run ``model`` (a RecurrentLM) over ``ids`` and keep what the report shows."""
+    """Run ``model`` (any kind of language model) over ``ids`` and keep what the report
+    shows."""
     x = torch.as_tensor(np.asarray(ids, dtype=np.int64), device=model.device)[None]
     with model.inference():
         reset = x == eod_id
-        logits, _ = model(x, None, reset)
+        logits, _ = model.next_logits(x, None, reset)
         logp = torch.log_softmax(logits[0, :-1].double(), dim=-1)
         targets = x[0, 1:]
         bits = -logp.gather(1, targets[:, None])[:, 0] / np.log(2.0)
@@ -68,10 +99,10 @@ def trace(model, ids: np.ndarray, eod_id: int, unk_id: int | None = None, top: i
             bits = bits.masked_fill(targets == unk_id, float("nan"))
         k = min(top, logp.shape[-1])
         top_logp, top_ids = logp.topk(k, dim=-1)
-        layers, _ = trace_layers(model, x[0], reset[0])
+        layers = model_layers(model, x[0], reset[0])
     return Trace(ids=np.asarray(ids), bits=bits.float().cpu().numpy(),
                  top_ids=top_ids.cpu().numpy(), top_probs=top_logp.exp().float().cpu().numpy(),
-                 cell=model.config.cell, layers=layers)
+                 cell=anatomy(model)[0], layers=layers)
 
 
 def _weights(rnn, k: int):

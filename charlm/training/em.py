@@ -81,8 +81,8 @@ def unigram_counts(split: Split, vocab_size: int) -> torch.Tensor:
 
 def initialise(model: HiddenMarkovLM, split: Split, seed: int) -> None:
     """Random parameters, the same for the same seed: Dirichlet(1) start and transitions,
-    emissions the split's symbol frequencies times noise per state and symbol (see
-    ``HiddenMarkovLM.initialise``)."""
+    each state's emissions concentrated on the symbols it starts out owning, the split's
+    symbol frequencies giving the ranks (see ``HiddenMarkovLM.initialise``)."""
     generator = torch.Generator().manual_seed(seed)
     model.initialise(generator, unigram_counts(split, model.vocab_size).double())
 
