@@ -64,6 +64,14 @@ def _bpc(run_dir: Path) -> float:
     return json.loads(out)["bpc"]
 
 
+def _size(run_dir: Path) -> str:
+    """The model's sizes as its run recorded them."""
+    model = json.loads((run_dir / "config.json").read_text())["model"]
+    if "cell" in model:
+        return f"{model['cell']} {model['num_layers']}x{model['hidden_dim']}"
+    return ", ".join(f"{k} {model[k]}" for k in ("context", "hidden_dim", "states") if k in model)
+
+
 def trained(corpus: Path, budget: float, only: set[str], tmp: Path) -> list[dict]:
     runs = []
     if "window" in only:
@@ -73,16 +81,19 @@ def trained(corpus: Path, budget: float, only: set[str], tmp: Path) -> list[dict
         runs += [(f"HMM {s} states", "hmm", s, ["baseline", "hmm", str(corpus), "--states", str(s),
                                       "--max-time", str(budget)]) for s in STATES]
     if "rnn" in only:
-        runs += [(f"{c.upper()} 1x512", c, 512, ["train", str(corpus), "--cell", c, "--layers", "1",
-                                         "--hidden", "512", "--max-time", str(budget),
-                                         "--no-plot"]) for c in CELLS]
+        # No sizes: the settings `--max-time` picks for the budget and the text, as a user
+        # who asks for a cell and a budget gets them.
+        runs += [(f"{c.upper()} (auto)", c, None, ["train", str(corpus), "--cell", c,
+                                                  "--max-time", str(budget), "--no-plot"])
+                 for c in CELLS]
     rows = []
     for i, (name, family, setting, args) in enumerate(runs):
         run_dir = tmp / f"run{i}"
         seconds = _cli([*args, "--out", str(run_dir)])
         rows.append({"model": name, "family": family, "setting": setting, "seconds": seconds,
-                     "bpc": _bpc(run_dir)})
-        print(f"{name:<18} {seconds:7.1f} s  {rows[-1]['bpc']:.4f} bits/char", flush=True)
+                     "bpc": _bpc(run_dir), "size": _size(run_dir)})
+        print(f"{name:<18} {seconds:7.1f} s  {rows[-1]['bpc']:.4f} bits/char  "
+              f"{rows[-1]['size']}", flush=True)
     return rows
 
 
