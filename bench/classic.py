@@ -2,7 +2,10 @@
 text, each scored on the same validation split in bits per character.
 
     python bench/classic.py [--corpus FILE] [--budget SECONDS] [--only ngram,window,hmm,rnn]
-                            [--json ROWS.json] [--plot PLOT.png]
+                            [--json ROWS.json] [--plot PLOT.png] [--merge OLD.json]
+
+--merge: the rows of an earlier run's --json for the families not run now (e.g. --only hmm
+after a change to the HMM), so the table and the plot cover all of them.
 
 n-grams are counted (seconds, whatever the budget); the window models, HMMs and recurrent nets
 are trained for the same wall-clock budget each through the CLI (`charlm baseline window|hmm`,
@@ -32,6 +35,7 @@ ORDERS = (1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 15, 20)
 WINDOWS = (3, 5, 10, 20, 30)
 STATES = (16, 64, 256, 512)
 CELLS = ("rnn", "gru", "lstm")
+FAMILIES = ("ngram", "window", "hmm", *CELLS)  # the order of the rows
 
 
 def ngrams(corpus: Path) -> list[dict]:
@@ -81,10 +85,11 @@ def trained(corpus: Path, budget: float, only: set[str], tmp: Path) -> list[dict
         runs += [(f"HMM {s} states", "hmm", s, ["baseline", "hmm", str(corpus), "--states", str(s),
                                       "--max-time", str(budget)]) for s in STATES]
     if "rnn" in only:
-        # No sizes: the settings `--max-time` picks for the budget and the text, as a user
-        # who asks for a cell and a budget gets them.
-        runs += [(f"{c.upper()} (auto)", c, None, ["train", str(corpus), "--cell", c,
-                                                  "--max-time", str(budget), "--no-plot"])
+        # The `fast` preset (1x640, no dropout: what `--max-time` picks for about this
+        # budget on a text of this size) with each cell in turn.
+        runs += [(f"{c.upper()} 1x640", c, None, ["train", str(corpus), "--preset", "fast",
+                                                 "--cell", c, "--max-time", str(budget),
+                                                 "--no-plot"])
                  for c in CELLS]
     rows = []
     for i, (name, family, setting, args) in enumerate(runs):
@@ -134,6 +139,8 @@ def main() -> None:
     parser.add_argument("--only", default="ngram,window,hmm,rnn")
     parser.add_argument("--json", type=Path, help="write the rows here")
     parser.add_argument("--plot", type=Path, help="draw the rows here (PNG)")
+    parser.add_argument("--merge", type=Path, help="an earlier --json: its rows of the "
+                                                   "families not run now")
     args = parser.parse_args()
     only = set(args.only.split(","))
     print(f"{args.corpus.name}, validation split {PrepareConfig.default('val_fraction'):g} of "
@@ -141,6 +148,13 @@ def main() -> None:
     rows = ngrams(args.corpus) if "ngram" in only else []
     with tempfile.TemporaryDirectory() as tmp:
         rows += trained(args.corpus, args.budget, only, Path(tmp))
+    if args.merge:
+        families = (only & {"ngram", "window", "hmm"}) | (set(CELLS) if "rnn" in only else set())
+        kept = [r for r in json.loads(args.merge.read_text()) if r["family"] not in families]
+        rows = sorted(kept + rows, key=lambda r: FAMILIES.index(r["family"]))
+        for r in rows:
+            print(f"{r['model']:<18} {r['seconds']:7.1f} s  {r['bpc']:.4f} bits/char  "
+                  f"{r.get('size', '')}")
     best = min(rows, key=lambda r: r["bpc"])
     print(f"best: {best['model']} at {best['bpc']:.4f} bits/char")
     if args.json:

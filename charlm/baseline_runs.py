@@ -22,7 +22,7 @@ from pathlib import Path
 from . import __version__
 from .errors import CharLMError
 from .evaluate import evaluate
-from .lm_runs import _new_run_dir
+from .lm_runs import _new_run_dir, check_within_text
 from .models.hmm import HiddenMarkovLM, HMMConfig
 from .models.ngram import NgramConfig, NgramLM
 from .text.corpus import PreparedCorpus, Progress, open_or_prepare
@@ -35,11 +35,15 @@ Report = Callable[[str, dict], None]
 
 @contextmanager
 def _baseline_run(corpus: list[Path], out: Path | None, prepare_given: dict,
-                  progress: Progress | None, warn):
-    """The prepared corpus and a new run directory, locked while the run writes it."""
+                  progress: Progress | None, warn, reads_back: tuple[str, int] | None = None):
+    """The prepared corpus and a new run directory, locked while the run writes it;
+    ``reads_back`` (flag, symbols): how far back the model reads, checked against the text
+    first."""
     prepared = open_or_prepare(corpus, prepare_given, progress, warn)
     if prepared.split("train").symbols < 1:
         raise CharLMError("the training split holds no text")
+    if reads_back is not None:
+        check_within_text(*reads_back, prepared)
     files = RunDirectory(_new_run_dir(corpus, out, prepare_given.get("encoding")))
     files.path.mkdir(parents=True, exist_ok=True)
     files.acquire()
@@ -74,7 +78,8 @@ def count_ngram_run(corpus: list[Path], out: Path | None, prepare_given: dict, o
     report = report or (lambda event, data: None)
     config = NgramConfig.from_given(**options)  # the order checked before any corpus is read
     t0 = time.perf_counter()
-    with _baseline_run(corpus, out, prepare_given, progress, warn) as (prepared, files):
+    with _baseline_run(corpus, out, prepare_given, progress, warn,
+                       ("--order", config.order)) as (prepared, files):
         report("start", {"run_dir": str(files.path), "order": config.order})
         model = NgramLM.count(prepared.split("train").tokens, prepared.vocab, config.order)
         counted = time.perf_counter() - t0
@@ -118,8 +123,8 @@ def fit_hmm_run(corpus: list[Path], out: Path | None, prepare_given: dict, optio
             files.save(which, record["step"], model, vocab, run_config,
                        {"step": record["step"], "elapsed": record["time"],
                         "best_val": best and best.get("val_loss"), "time": time.time()}, None)
+        cycle_began = time.perf_counter()
         for step in train_em(model, prepared.split("train"), em):
-            t_pass = time.perf_counter()
             val = _validate(model, prepared, limit=VAL_SAMPLE)
             figure = val["val_loss"] if val else None
             is_best = figure is not None and (best is None or figure < best["val_loss"])
@@ -132,7 +137,8 @@ def fit_hmm_run(corpus: list[Path], out: Path | None, prepare_given: dict, optio
                 save(BEST, record)
             save(LAST, record)
             report("iteration", record)
-            slowest = max(slowest, step["seconds"] + time.perf_counter() - t_pass)
+            now = time.perf_counter()  # the longest cycle so far: a pass, its validation
+            slowest, cycle_began = max(slowest, now - cycle_began), now  # and saves
             if stop_requested():
                 status = "interrupted"
                 break

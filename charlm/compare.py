@@ -1,8 +1,7 @@
 """``charlm compare``: several language models on one text, and where they differ.
 
     runs (any kind, any vocab) ─► each scores the same text with its own vocab
-        │   evaluate: the figures (bits/char...) ─────────────────────────────► the table
-        │   symbol_losses: nats per symbol
+        │   symbol_losses: nats per symbol (evaluate's pass) ─► its figures ──► the table
         ▼
     slots: one per character of the text, and one per end of a document (the EOD a model
         predicts there); a BPE token's nats are spread evenly over its characters, a token
@@ -27,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import CharLMError
-from .evaluate import EvalConfig, evaluate, symbol_losses
+from .evaluate import EvalConfig, figures_of, symbol_losses
 from .options import Options, option
 from .report import MAX_LENGTH
 from .report.page import render_page, symbol_texts
@@ -162,9 +161,8 @@ def breakdown(slots: Slots) -> list[dict]:
 
 def score(lm, split, config: EvalConfig | None = None) -> tuple[dict, tuple]:
     """One run on a split of the text: its evaluation figures, and its slots."""
-    figures = evaluate(lm.model, lm.vocab, split, config)
     losses = symbol_losses(lm.model, lm.vocab, split, config)
-    return figures, char_slots(lm.vocab, split.tokens, losses)
+    return figures_of(losses, split), char_slots(lm.vocab, split.tokens, losses)
 
 
 def align(slot_sets: list[tuple], names: list[str], documents: list[str]) -> Slots:
@@ -190,8 +188,8 @@ def compare(lms: list, names: list[str], texts: list[str] | None,
     if len(lms) < 2:
         raise CharLMError("charlm compare needs at least two runs")
     first = None
-    if texts is None:  # the runs that share its vocab read the split itself: their figures
-        first = lms[0].validation_split()  # are then exactly `charlm eval`'s
+    if texts is None:  # the runs that share its vocab read the split itself, the symbols
+        first = lms[0].validation_split()  # `charlm eval` scores
         texts = _documents(lms[0].vocab, first)
     figures, slot_sets = [], []
     for lm, name in zip(lms, names):

@@ -54,6 +54,15 @@ def load_language_model(path: Path):
     return ckpt
 
 
+def check_within_text(flag: str, length: int, prepared: PreparedCorpus) -> None:
+    """A model that reads ``length`` symbols back (a window, an n-gram's order) must have a
+    training text longer than that."""
+    symbols = prepared.split("train").symbols
+    if length > symbols:
+        raise CharLMError(f"{flag} {length} is longer than the training text ({symbols:,} "
+                          f"symbols): choose at most {symbols:,}, or train on more text")
+
+
 def new_run(corpus: list[Path], out: Path | None, preset_name: str | None,
             prepare_given: dict, options: dict, report: Report | None = None,
             progress: Progress | None = None, warn=None,
@@ -90,6 +99,9 @@ def new_run(corpus: list[Path], out: Path | None, preset_name: str | None,
     with world.main_first():  # the others find it in the cache
         prepared = open_or_prepare(corpus, prepare_given, progress, warn,
                                    vocab=lm.vocab if lm is not None else None)
+    if kind == WindowLM.kind:
+        check_within_text("--context", options.get("context") or WindowConfig.default("context"),
+                          prepared)
     run_dir = world.main_decides(lambda: _new_run_dir(corpus, out, prepare_given.get("encoding")))
     choice = None
     if name == AUTO:  # measured and chosen by the main process, for all

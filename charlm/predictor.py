@@ -61,6 +61,25 @@ class NextSymbolModel:
         yield self
 
 
+class MixedPrecision:
+    """``compute_in(dtype)`` for a torch module whose forward reads ``self.compute_dtype``."""
+
+    compute_dtype: torch.dtype | None = None
+
+    @contextmanager
+    def compute_in(self, dtype: torch.dtype | None):
+        """Mixed precision: inside this context the layers compute in ``dtype`` (e.g.
+        bfloat16) on casts of the float32 weights, which stay the weights the optimizer
+        updates; gradients flow back through the casts. ``None`` or float32 changes
+        nothing."""
+        before = self.compute_dtype
+        self.compute_dtype = None if dtype in (None, torch.float32) else dtype
+        try:
+            yield self
+        finally:
+            self.compute_dtype = before
+
+
 @contextmanager
 def module_inference(model: nn.Module, dtype: torch.dtype | None):
     """``inference`` of a torch model that has ``compute_in(dtype)``: in eval mode (no

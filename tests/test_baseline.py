@@ -125,3 +125,38 @@ def test_inspect_reports_every_baseline(tmp_path, small_corpus, small_text):
                     "--out", tmp_path / "x.html")
     assert no_units.exit_code == 1 and "has no units" in no_units.output
     assert not (tmp_path / "x.html").exists()
+
+
+def test_a_model_that_reads_further_back_than_the_text_is_refused(tmp_path):
+    tiny = tmp_path / "tiny.txt"
+    tiny.write_text("To be, or not to be.\n", encoding="utf-8")
+    for args, flag in ((["ngram", tiny, "--order", 64], "--order 64"),
+                       (["window", tiny, "--context", 500, "--bptt", 8, "--batch-size", 2],
+                        "--context 500")):
+        result = _run("baseline", *args, "--out", tmp_path / "run")
+        assert result.exit_code == 1, result.output
+        assert f"{flag} is longer than the training text" in result.output
+        assert "Traceback" not in result.output and not (tmp_path / "run").exists()
+
+
+def test_an_hmm_run_spends_its_time_budget_and_no_more(tmp_path, small_corpus, monkeypatch):
+    """--max-time: passes go on while the time so far and the longest cycle (a pass, its
+    validation and saves) fit; on a clock where each pass takes 10 s, a 95 s budget holds
+    nine."""
+    import types
+
+    import charlm.baseline_runs as runs
+    import charlm.training.em as em_module
+
+    now = [1000.0]
+    monkeypatch.setattr(runs, "time", types.SimpleNamespace(perf_counter=lambda: now[0],
+                                                            time=lambda: now[0]))
+    losses = iter(5.0 - 0.1 * k for k in range(100))
+
+    def ten_seconds(model, split, config):
+        now[0] += 10.0
+        return {"train_loss": next(losses), "symbols": 1}
+    monkeypatch.setattr(em_module, "em_pass", ten_seconds)
+    summary = runs.fit_hmm_run([small_corpus], tmp_path / "hmm", {},
+                               {"states": 3, "max_time": 95.0})
+    assert summary["iterations"] == 9 and summary["seconds"] == 90.0

@@ -14,7 +14,6 @@ the layers run the stretches between resets, each as one call.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -23,7 +22,7 @@ from torch.func import functional_call
 
 from ..errors import CharLMError, TooLargeToCount
 from ..options import Options, fraction, open_fraction, option, positive_int
-from ..predictor import reset_where
+from ..predictor import MixedPrecision, reset_where
 from ..text.vocab import PAD_ID
 from .cells import JordanRNN, LoopRNN, SteppedRNN
 
@@ -109,7 +108,7 @@ def check_fixed(given: dict, config: RecurrentConfig) -> None:
                           f"weights are copied); leave them out")
 
 
-class RecurrentBackbone(nn.Module):
+class RecurrentBackbone(MixedPrecision, nn.Module):
     """Embedding and recurrent stack with an explicitly carried state (see the module doc)."""
 
     def __init__(self, config: RecurrentConfig):
@@ -140,20 +139,6 @@ class RecurrentBackbone(nn.Module):
             shape = self._state_shape(1)
             self.init_state = nn.ParameterList(
                 nn.Parameter(torch.zeros(shape)) for _ in range(c.state_size))
-        self.compute_dtype: torch.dtype | None = None  # see compute_in
-
-    @contextmanager
-    def compute_in(self, dtype: torch.dtype | None):
-        """Mixed precision: inside this context the layers compute in ``dtype`` (e.g. bfloat16)
-        on casts of the float32 weights, which stay the weights the optimizer updates;
-        gradients flow back through the casts. The features come out in ``dtype``; the carried
-        state stays float32 between calls. ``None`` or float32 changes nothing."""
-        before = self.compute_dtype
-        self.compute_dtype = None if dtype in (None, torch.float32) else dtype
-        try:
-            yield self
-        finally:
-            self.compute_dtype = before
 
     def _state_shape(self, batch_size: int) -> tuple[int, int, int]:
         c = self.config

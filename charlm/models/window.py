@@ -11,14 +11,14 @@ holds PAD before its EOD, as the recurrent models start from their initial state
 
 from __future__ import annotations
 
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from ..options import Options, at_most, fraction, option, positive_int
-from ..predictor import NextSymbolModel, module_inference, State
+from ..predictor import MixedPrecision, NextSymbolModel, module_inference, State
 from ..text.vocab import PAD_ID, Vocab
 
 MAX_CONTEXT = 1024
@@ -47,7 +47,7 @@ class WindowConfig(Options):
         return cls(vocab_size=vocab.size, never_predict=vocab.never_predicted, **options)
 
 
-class WindowLM(nn.Module, NextSymbolModel):
+class WindowLM(MixedPrecision, nn.Module, NextSymbolModel):
     kind = "window-lm"
     config_class = WindowConfig
 
@@ -63,7 +63,6 @@ class WindowLM(nn.Module, NextSymbolModel):
         mask = torch.zeros(c.vocab_size)
         mask[list(c.never_predict)] = float("-inf")
         self.register_buffer("logit_mask", mask, persistent=False)
-        self.compute_dtype = None
 
     @classmethod
     def count_parameters(cls, config: WindowConfig) -> int:
@@ -120,15 +119,6 @@ class WindowLM(nn.Module, NextSymbolModel):
 
     def next_logits(self, inputs, state=None, reset=None):
         return self(inputs, state, reset)
-
-    @contextmanager
-    def compute_in(self, dtype: torch.dtype | None):
-        before = self.compute_dtype
-        self.compute_dtype = None if dtype in (None, torch.float32) else dtype
-        try:
-            yield self
-        finally:
-            self.compute_dtype = before
 
     def inference(self, dtype: torch.dtype | None = None):
         return module_inference(self, dtype)
