@@ -123,6 +123,15 @@ def plot(rows: list[dict], path: Path, budget: float) -> None:
             ax.axhline(r["bpc"], color=f"C{j + 1}", linestyle="--", label=r["model"])
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
+    # The range where the models differ; a figure above it (the unigram) is written in.
+    low = min(r["bpc"] for r in rows) - 0.05
+    high = min(max(r["bpc"] for r in rows), 4.0) + 0.05
+    for ax, (family, _) in zip(axes, panels):
+        ax.set_ylim(low, high)
+        for r in rows:
+            if r["family"] == family and r["bpc"] > high:
+                ax.annotate(f"{r['model']}: {r['bpc']:.2f} \u2191", (r["setting"], high),
+                            textcoords="offset points", xytext=(4, -12), fontsize=8)
     axes[0].set_ylabel("validation bits per character")
     if recurrent:
         axes[-1].legend(loc="upper right")
@@ -152,6 +161,7 @@ def main() -> None:
         families = (only & {"ngram", "window", "hmm"}) | (set(CELLS) if "rnn" in only else set())
         kept = [r for r in json.loads(args.merge.read_text()) if r["family"] not in families]
         rows = sorted(kept + rows, key=lambda r: FAMILIES.index(r["family"]))
+        print(f"with the rows of {args.merge}:")
         for r in rows:
             print(f"{r['model']:<18} {r['seconds']:7.1f} s  {r['bpc']:.4f} bits/char  "
                   f"{r.get('size', '')}")

@@ -131,17 +131,17 @@ def categories(chars: list[str], end: np.ndarray) -> dict[str, np.ndarray]:
         elif QUOTES.get(ch, False) is not False:  # '"' or an opening one
             quote_open = True
         prev2, prev = prev, ch
-    out = {"all characters": ~end, "the end of a document": end.copy(),
-           "after a newline": after_newline, "first character of a word": word_start,
+    out = {"all characters": ~end, "end of a document": end.copy(),
+           "after a newline": after_newline, "word start": word_start,
            "rest of a word": word_rest, "inside quotes": in_quotes,
-           "a closing quote": closing_quote}
+           "closing quote": closing_quote}
     for lo, hi in BRACKET_DISTANCES:
         within = bracket_distance >= lo
         if hi is not None:
             within &= bracket_distance <= hi
-        out[f"inside brackets, {lo}-{hi} after the opening one" if hi else
-            f"inside brackets, {lo}+ after the opening one"] = within
-    out["a closing bracket"] = closing_bracket
+        out[f"{lo}-{hi} after an opening bracket" if hi else
+            f"{lo}+ after an opening bracket"] = within
+    out["closing bracket"] = closing_bracket
     return out
 
 

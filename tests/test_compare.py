@@ -72,14 +72,14 @@ def test_the_categories_of_a_hand_made_text():
         return "".join(c for c, m in zip(chars, cats[name]) if m)
 
     assert at("after a newline") == "W"
-    assert at("first character of a word") == "HsnwtWgx"
+    assert at("word start") == "HsnwtWgx"
     assert at("rest of a word") == "eaidoayhenello"  # We'll: "ll" continue the word
     assert at("inside quotes") == 'no (way)"' + "x("  # a quote left open at the end
-    assert at("a closing quote") == '"'
-    assert at("inside brackets, 1-5 after the opening one") == "way)"
-    assert at("a closing bracket") == ")"
-    assert at("the end of a document") == ""
-    assert cats["the end of a document"].sum() == 1
+    assert at("closing quote") == '"'
+    assert at("1-5 after an opening bracket") == "way)"
+    assert at("closing bracket") == ")"
+    assert at("end of a document") == ""
+    assert cats["end of a document"].sum() == 1
     # Nothing carries over a document's end: the second document's quote and bracket start
     # afresh (its "x" is not inside the first document's quotes as a closing one would be).
     assert not cats["inside quotes"][chars.index("")]
@@ -144,7 +144,7 @@ def test_the_compare_command(runs, tmp_path, small_text):
     page = (tmp_path / "c.html").read_text(encoding="utf-8")
     assert "charlm compare" in page and '"breakdown"' in page
     table = _run("compare", *runs, held, "--length", 0)
-    assert table.exit_code == 0 and "first character of a word" in table.output
+    assert table.exit_code == 0 and "word start" in table.output
     assert not (tmp_path / "compare.html").exists()  # --length 0: no page
 
 
