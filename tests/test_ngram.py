@@ -185,3 +185,22 @@ def test_counting_in_chunks_gives_the_tables_of_counting_every_position(chunk, m
     # A stream that does not start with EOD: the first document begins at position 0.
     assert NgramLM.count(tokens[1:], vocab, 3).config == \
         NgramLM.count(tokens[1:], vocab, 3, packed=False).config
+
+
+def test_dense_and_sparse_rows_give_the_same_probabilities(monkeypatch):
+    """An order whose contexts x V fit DENSE_LIMIT keeps its rows dense; the scattered rows
+    of the others give the same distributions."""
+    import charlm.models.ngram as ngram
+
+    rng = np.random.default_rng(11)
+    texts = _corpus(rng, docs=8, length=80, alphabet="abcdefab ")
+    vocab = CharVocab("".join(texts))
+    model = NgramLM.count(encode_texts(vocab, texts).tokens, vocab, 5)
+    ids = torch.tensor([[vocab.eod_id] + vocab.encode("abc fed cab " * 4).tolist()])
+    dense, _ = model.next_logits(ids, reset=ids == vocab.eod_id)
+    assert all("dense" in t for t in model._derived())
+    monkeypatch.setattr(ngram, "DENSE_LIMIT", 0)
+    model._tables = None
+    sparse, _ = model.next_logits(ids, reset=ids == vocab.eod_id)
+    assert not any("dense" in t for t in model._derived())
+    assert torch.allclose(dense.exp(), sparse.exp(), atol=1e-12, rtol=0)

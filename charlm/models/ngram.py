@@ -44,6 +44,9 @@ from ..predictor import NextSymbolModel, State
 from ..text.vocab import PAD_ID
 
 MAX_ORDER = 64
+# An order whose contexts x V fit this many entries keeps its rows dense (float64: 32 MB),
+# so a lookup gathers a row instead of scattering its entries.
+DENSE_LIMIT = 1 << 22
 
 
 def _order_check(flag: str, value) -> None:
@@ -273,8 +276,13 @@ class NgramLM(nn.Module, NextSymbolModel):
             held = torch.zeros(n_ctx, dtype=torch.float64, device=keys.device)
             held.index_add_(0, context, discount)
             safe = total.clamp_min(1e-300)
-            tables.append({"starts": starts, "symbol": keys % v,
-                           "prob": (counts - discount) / safe[context], "gamma": held / safe})
+            prob = (counts - discount) / safe[context]
+            table = {"starts": starts, "symbol": keys % v, "prob": prob, "gamma": held / safe}
+            if n_ctx * v <= DENSE_LIMIT:  # every context's row written out: a gather per lookup
+                dense = torch.zeros(n_ctx * v, dtype=torch.float64, device=keys.device)
+                dense[context * v + keys % v] = prob
+                table["dense"] = dense.view(n_ctx, v)
+            tables.append(table)
         self._tables = tables
         return tables
 
@@ -316,6 +324,9 @@ class NgramLM(nn.Module, NextSymbolModel):
             if len(seen) == 0:
                 break  # a longer context is unseen too
             cid = ctx[seen]
+            if "dense" in table:
+                p[seen] = p[seen] * table["gamma"][cid][:, None] + table["dense"][cid]
+                continue
             first, last = table["starts"][cid], table["starts"][cid + 1]
             p[seen] *= table["gamma"][cid][:, None]
             lengths = last - first
