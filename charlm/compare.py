@@ -179,12 +179,10 @@ def align(slot_sets: list[tuple], names: list[str], documents: list[str]) -> Slo
 
 
 def compare(lms: list, names: list[str], texts: list[str] | None,
-            config: CompareConfig | None = None, eval_config: EvalConfig | None = None,
-            progress=None) -> dict:
+            eval_config: EvalConfig | None = None, progress=None) -> dict:
     """The comparison of ``lms`` (``charlm.load``) on ``texts`` (each cut into documents by
-    each run's separator), or on the first run's validation split: the table, the breakdown
-    and the page's data."""
-    config = config or CompareConfig()
+    each run's separator), or on the first run's validation split: the table's figures, the
+    breakdown, and the slots (for the page: ``render``)."""
     if len(lms) < 2:
         raise CharLMError("charlm compare needs at least two runs")
     first = None
@@ -210,9 +208,9 @@ def compare(lms: list, names: list[str], texts: list[str] | None,
 
 def _documents(vocab, split) -> list[str]:
     """A split's documents as text (each one document: they hold no separator)."""
-    starts = list(split.doc_starts) + [len(split.tokens)]
     tokens = np.asarray(split.tokens)
-    return [vocab.decode(tokens[a + 1:b]) for a, b in zip(starts[:-1], starts[1:])]
+    ends = [*split.doc_starts[1:], len(tokens) - int(tokens[-1] == vocab.eod_id)]
+    return [vocab.decode(tokens[a + 1:b]) for a, b in zip(split.doc_starts, ends)]
 
 
 def page_data(result: dict, length: int, source: str) -> dict:

@@ -79,7 +79,7 @@ def compare(
         texts = [read_text(p, reading.encoding) for p in text_files] or None
         source = ", ".join(p.name for p in text_files) if text_files else \
             f"the validation split of {names[0]}"
-        result = run_compare(lms, names, texts, config, eval_config,
+        result = run_compare(lms, names, texts, eval_config,
                              progress=lambda name: err.print(f"scoring {name}...",
                                                              markup=False))
         if target is not None:
