@@ -163,13 +163,16 @@ def test_bad_orders_are_refused():
             NgramLM.count(tokens, vocab, order)
 
 
-@pytest.mark.parametrize("chunk", [5, 64, 1 << 22])
-def test_counting_in_chunks_gives_the_tables_of_counting_every_position(chunk, monkeypatch):
+@pytest.mark.parametrize("chunk,per", [(5, None), (64, 2), (1 << 22, None), (1 << 22, 3)])
+def test_counting_in_chunks_gives_the_tables_of_counting_every_position(chunk, per, monkeypatch):
     """The packed path reads the text ``chunk`` targets at a time (chunks that cut documents,
-    and merges of what is held); its tables equal those of the path that counts every
-    position at once, buffer for buffer."""
+    and merges of what is held), ``per`` symbols to a word (a gram of several words, as a
+    large alphabet's are); its tables equal those of the path that counts every position at
+    once, buffer for buffer."""
     import charlm.models.ngram as ngram
 
+    if per is not None:
+        monkeypatch.setattr(ngram, "per_word", lambda v: per)
     rng = np.random.default_rng(chunk)
     texts = _corpus(rng, docs=9, length=60) + ["a"]
     vocab = CharVocab("".join(texts) + "d")

@@ -27,7 +27,11 @@ a lookup is a binary search):
 
     k-grams, by order k (1..order): key  id(context of length k-1) * V + w, with a_k(key)
 
-Counting is vectorised: per order, keys of every position at once, ``np.unique``.
+Counting is vectorised. The text is read in chunks of 4M targets; each gram is its symbols in
+base V, as many to an int64 word as fit (9 for 100 symbols, 5 for 2,450: one word for most
+alphabets and orders, more for long grams of large alphabets); each chunk's distinct grams are
+counted (``np.unique``) and merged, so memory follows the distinct grams, and the tables are
+built from those. Lookups of an order whose contexts x V fit DENSE_LIMIT gather dense rows.
 """
 
 from __future__ import annotations
@@ -107,15 +111,26 @@ def padded_stream(tokens: np.ndarray, eod_id: int, pad: int) -> tuple[np.ndarray
     return stream, within > pad  # the pads and each document's first EOD are read, not scored
 
 
+def per_word(v: int) -> int:
+    """Symbols of base ``v`` that one int64 word holds (v^k < 2^63)."""
+    k = 1
+    while v ** (k + 1) < 2 ** 63:
+        k += 1
+    return k
+
+
 def packed_grams(tokens: np.ndarray, eod_id: int, order: int, v: int, never: np.ndarray,
-                 chunk: int = 1 << 22) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct ``order``-grams of the id stream and their counts, read ``chunk`` targets
-    at a time. A gram's key is its symbols in base V, the oldest first (c_(N-1) ... c_1 w):
-    position i predicts tokens[i] from the symbols before it back to the EOD that starts its
-    document (``padded_stream``'s rule), PAD before that; targets in ``never`` are left out."""
+                 chunk: int = 1 << 22) -> np.ndarray:
+    """The distinct ``order``-grams of the id stream, (G, W) int64 words, and their counts
+    (G,), read ``chunk`` targets at a time. A gram is its symbols, the oldest first
+    (c_(N-1) ... c_1 w), ``per_word(v)`` of them in base V to a word (W words: one for most
+    alphabets and orders): position i predicts tokens[i] from the symbols before it back to the
+    EOD that starts its document (``padded_stream``'s rule), PAD before that; targets in
+    ``never`` are left out."""
     n = len(tokens)
-    span = order - 1
-    keys_parts, count_parts, held = [], [], 0
+    span, per = order - 1, per_word(v)
+    words = -(-order // per)
+    parts, counts, held = [], [], 0
     last_eod = 0  # the last EOD at or before the previous chunk's end (0: the stream's start)
     for a in range(1, n, chunk):
         b = min(n, a + chunk)
@@ -126,34 +141,46 @@ def packed_grams(tokens: np.ndarray, eod_id: int, order: int, v: int, never: np.
         last_eod = int(marks[-1])
         target = np.arange(a, b)
         begins = marks[target - 1 - lo]  # where each target's document starts
-        key = np.zeros(b - a, dtype=np.int64)
-        for distance in range(span, 0, -1):
-            before = target - distance
-            key = key * v + np.where(before >= begins, window[np.maximum(before - lo, 0)],
-                                     PAD_ID)
         w = window[target - lo]
-        key = (key * v + w)[~np.isin(w, never)]
-        k, c = np.unique(key, return_counts=True)
-        keys_parts.append(k)
-        count_parts.append(c)
+        keep = ~np.isin(w, never)
+        key = np.zeros((b - a, words), dtype=np.int64)
+        for i, distance in enumerate(range(span, -1, -1)):  # the oldest symbol first
+            before = target - distance
+            sym = w if distance == 0 else np.where(
+                before >= begins, window[np.maximum(before - lo, 0)], PAD_ID)
+            key[:, i // per] = key[:, i // per] * v + sym
+        k, c = _distinct(key[keep])
+        parts.append(k)
+        counts.append(c)
         held += len(k)
         if held > 4 * chunk:  # merge what is held: memory stays with the distinct grams
-            merged_keys, merged_counts = _merge(keys_parts, count_parts)
-            keys_parts, count_parts, held = [merged_keys], [merged_counts], len(merged_keys)
-    if not keys_parts:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    return _merge(keys_parts, count_parts)
+            k, c = _merge(parts, counts)
+            parts, counts, held = [k], [c], len(k)
+    if not parts:
+        return np.zeros((0, words), np.int64), np.zeros(0, np.int64)
+    return _merge(parts, counts)
 
 
-def _merge(keys_parts: list[np.ndarray], count_parts: list[np.ndarray]
-           ) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct keys of several (keys, counts) tables, their counts summed."""
-    if len(keys_parts) == 1:
-        return keys_parts[0], count_parts[0]
-    keys, index = np.unique(np.concatenate(keys_parts), return_inverse=True)
-    counts = np.bincount(index.reshape(-1), weights=np.concatenate(count_parts),
-                         minlength=len(keys)).astype(np.int64)
-    return keys, counts
+def _distinct(rows: np.ndarray, weights: np.ndarray | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct rows of (G, W) int64 ``rows`` and how often (or with what summed weight)
+    each occurs."""
+    if rows.shape[1] == 1:
+        keys, index = np.unique(rows[:, 0], return_inverse=True)
+        keys = keys[:, None]
+    else:  # whole rows as one opaque value each
+        flat = np.ascontiguousarray(rows).view(np.dtype((np.void, 8 * rows.shape[1])))[:, 0]
+        keys, index = np.unique(flat, return_inverse=True)
+        keys = keys.view(np.int64).reshape(-1, rows.shape[1])
+    counts = np.bincount(index.reshape(-1), weights=weights, minlength=len(keys))
+    return keys, counts.astype(np.int64)
+
+
+def _merge(parts: list[np.ndarray], counts: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct rows of several (rows, counts) tables, their counts summed."""
+    if len(parts) == 1:
+        return parts[0], counts[0]
+    return _distinct(np.concatenate(parts), np.concatenate(counts))
 
 
 class NgramLM(nn.Module, NextSymbolModel):
@@ -184,20 +211,21 @@ class NgramLM(nn.Module, NextSymbolModel):
     @classmethod
     def count(cls, tokens: np.ndarray, vocab, order: int, packed: bool = True) -> NgramLM:
         """The model of ``order`` counted from an id stream (a split's tokens: EOD where each
-        document starts). Where a gram's key fits 63 bits (V^order < 2^63) the text is read
-        in chunks (``packed_grams``); ``packed=False`` counts every position at once, the
-        same tables (tested)."""
+        document starts). The text is read in chunks (``packed_grams``); ``packed=False``
+        counts every position at once, the same tables (tested)."""
         _order_check("--order", order)
         v = vocab.size
         never = np.asarray(vocab.never_predicted, dtype=np.int64)
-        if packed and v ** order < 2 ** 63:
-            # Each distinct gram once, with its count: memory grows with the distinct grams,
-            # not with the text.
-            grams, weight = packed_grams(tokens, vocab.eod_id, order, v, never)
+        if packed:  # each distinct gram once, with its count: memory follows the distinct
+            grams, weight = packed_grams(tokens, vocab.eod_id, order, v, never)  # grams
+            per = per_word(v)
 
             def symbol(distance: int) -> np.ndarray:  # of every distinct gram
-                return (grams // v ** distance) % v
-        else:  # the grams' keys do not fit 63 bits: every target position at once
+                i = order - 1 - distance  # its place, the oldest symbol first
+                word = i // per
+                digits = min(per, order - word * per)  # symbols in that word
+                return (grams[:, word] // v ** (digits - 1 - i % per)) % v
+        else:  # every target position at once (the reference the packed tables are tested by)
             stream, is_target = padded_stream(tokens, vocab.eod_id, order - 1)
             targets = np.flatnonzero(is_target & ~np.isin(stream, never))
             grams, weight = targets, None
