@@ -143,13 +143,13 @@ def packed_grams(tokens: np.ndarray, eod_id: int, order: int, v: int, never: np.
         begins = marks[target - 1 - lo]  # where each target's document starts
         w = window[target - lo]
         keep = ~np.isin(w, never)
-        key = np.zeros((b - a, words), dtype=np.int64)
+        key = [np.zeros(b - a, dtype=np.int64) for _ in range(words)]
         for i, distance in enumerate(range(span, -1, -1)):  # the oldest symbol first
             before = target - distance
             sym = w if distance == 0 else np.where(
                 before >= begins, window[np.maximum(before - lo, 0)], PAD_ID)
-            key[:, i // per] = key[:, i // per] * v + sym
-        k, c = _distinct(key[keep])
+            key[i // per] = key[i // per] * v + sym
+        k, c = _distinct(np.stack([word[keep] for word in key], axis=1))
         parts.append(k)
         counts.append(c)
         held += len(k)
@@ -165,15 +165,15 @@ def _distinct(rows: np.ndarray, weights: np.ndarray | None = None
               ) -> tuple[np.ndarray, np.ndarray]:
     """The distinct rows of (G, W) int64 ``rows`` and how often (or with what summed weight)
     each occurs."""
-    if rows.shape[1] == 1:
-        keys, index = np.unique(rows[:, 0], return_inverse=True)
-        keys = keys[:, None]
-    else:  # whole rows as one opaque value each
-        flat = np.ascontiguousarray(rows).view(np.dtype((np.void, 8 * rows.shape[1])))[:, 0]
+    width = rows.shape[1]
+    flat = rows.reshape(-1) if width == 1 else \
+        np.ascontiguousarray(rows).view(np.dtype((np.void, 8 * width)))[:, 0]  # a row as one value
+    if weights is None:  # counts alone: a plain sort, faster than the inverse's argsort
+        keys, counts = np.unique(flat, return_counts=True)
+    else:
         keys, index = np.unique(flat, return_inverse=True)
-        keys = keys.view(np.int64).reshape(-1, rows.shape[1])
-    counts = np.bincount(index.reshape(-1), weights=weights, minlength=len(keys))
-    return keys, counts.astype(np.int64)
+        counts = np.bincount(index.reshape(-1), weights=weights, minlength=len(keys))
+    return keys.view(np.int64).reshape(-1, width), counts.astype(np.int64)
 
 
 def _merge(parts: list[np.ndarray], counts: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
