@@ -286,3 +286,33 @@ def test_markup_in_the_text_cannot_break_the_page(lm):
     data = page[page.index('type="application/json">') + 24:page.rindex("</script>\n<script>")]
     assert "<" not in data and json.loads(data) == {"symbols": [text]}
     assert "t&lt;/title&gt;&lt;b&gt;" in page
+
+
+def test_a_baselines_report_works_in_a_real_browser(tmp_path, small_corpus, small_text, browser):
+    """An n-gram has no units: its report has the surprisal view alone and says why; an HMM's
+    units are its states."""
+    for name, args in (("ngram", ["--order", "4"]), ("hmm", ["--states", "6",
+                                                               "--max-iterations", "2"])):
+        made = runner.invoke(app, ["baseline", name, str(small_corpus), *args, "--out",
+                                   str(tmp_path / name)])
+        assert made.exit_code == 0, made.output
+        lm = charlm.load(tmp_path / name)
+        page_html, data = build_report(lm, lm.encode(small_text[:1500]).tokens,
+                                       InspectConfig(length=1500), "text")
+        path = tmp_path / f"{name}.html"
+        path.write_text(page_html, encoding="utf-8")
+        page = browser.new_page(viewport={"width": 1300, "height": 900})
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.goto(path.as_uri())
+        page.wait_for_selector("body[data-ready=yes]", timeout=30_000)
+        page.hover("#text span[data-i='50']")
+        assert page.is_visible("#tip") and page.locator("#tip tr").count() >= 5
+        if name == "ngram":
+            assert not page.is_visible("#tab-units") and "no units" in page.inner_text("#gates")
+        else:
+            page.click("#tab-units")
+            assert page.locator("#unit-controls").is_visible()
+        assert errors == [], errors
+        page.close()
