@@ -50,7 +50,8 @@ def compare(
     paths: Annotated[list[Path], typer.Argument(
         help="Two or more runs (run directories or checkpoint files), then optionally text "
              "files to score them on, each cut into documents as the runs' corpora were. "
-             "Default text: the first run's validation split.", show_default=False)],
+             "Default text: the first run's validation split.", show_default=False,
+        metavar="RUN_OR_TEXT")],
     out_path: Annotated[Path | None, typer.Option(
         "--out", help="HTML file to write; an explicit path that exists is refused. Default: "
                       "compare.html (compare-2.html... if it exists).")] = None,
