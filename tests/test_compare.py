@@ -201,3 +201,21 @@ def test_the_compare_page_works_in_a_real_browser(runs, tmp_path, small_text, br
     assert "1. rnn" in tip and "2. ngram" in tip
     rows = page.locator("#breakdown tbody tr")
     assert rows.count() >= 5 and "all characters" in rows.first.inner_text()
+
+
+def test_a_bpe_run_and_a_char_run_side_by_side(runs, tmp_path, small_corpus, tiny_options,
+                                               small_text):
+    """Another vocab reads the same text: a BPE model's losses are spread over the characters
+    of its tokens, every nat kept, and its slots line up with the char model's."""
+    build_trainer(small_corpus, out=tmp_path / "bpe",
+                  **tiny_options(max_steps=10, vocab="bpe", vocab_size=300)).run()
+    bpe, ngram = charlm.load(tmp_path / "bpe"), charlm.load(runs[1])
+    assert bpe.vocab.kind == "bpe" and ngram.vocab.kind == "char"
+    texts = [small_text[:1200] + "\u00e9t\u00e9 \u2014 fin"]
+    result = compare([bpe, ngram], ["bpe", "ngram"], texts)
+    slots = result["slots"]
+    assert "".join(slots.chars) == texts[0] and slots.nats.shape == (2, len(texts[0]) + 1)
+    for r, row in zip(result["runs"], slots.nats):
+        assert np.nansum(row) == pytest.approx(r["figures"]["total_nats"], rel=1e-6)
+    assert result["runs"][0]["figures"]["bpc"] == pytest.approx(bpe.evaluate(texts)["bpc"],
+                                                                rel=1e-6)
