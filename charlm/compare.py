@@ -7,7 +7,9 @@
         predicts there); a BPE token's nats are spread evenly over its characters, a token
         that ends inside a character adds its nats to the next one's
         │   (R runs x N slots; the runs must cut the text into the same documents; the
-        │   characters shown are the text's own, even where a run's vocab lacks them)
+        │   characters shown are the text's own, even where a run's vocab lacks them; with
+        │   no text given, the first run's validation split, whose characters unknown to that
+        │   run are U+FFFD for all: give the text file for those)
         ▼
     categories of the slots (after a newline, inside quotes, inside brackets by distance to
         the opening one, first character of a word, rest of a word...): bits per character of
@@ -31,6 +33,7 @@ from .options import Options, option
 from .report import MAX_LENGTH
 from .report.page import render_page, symbol_texts
 from .report.units import CLOSING, OPENING, QUOTES
+from .text.corpus import encode_texts
 from .text.documents import split_documents
 
 LN2 = math.log(2.0)
@@ -118,11 +121,11 @@ def categories(chars: list[str], end: np.ndarray) -> dict[str, np.ndarray]:
         if stack:
             bracket_distance[i] = i - stack[-1]
         if ch in CLOSING:
-            closing_bracket[i] = bool(stack)
             kind = OPENING[CLOSING.index(ch)]
-            while stack and chars[stack[-1]] != kind:  # a bracket left open inside
-                stack.pop()
-            if stack:
+            if any(chars[j] == kind for j in stack):  # else a stray closer: nothing closes
+                closing_bracket[i] = True
+                while chars[stack[-1]] != kind:  # brackets left open inside this one
+                    stack.pop()
                 stack.pop()
         elif ch in OPENING:
             stack.append(i)
@@ -161,6 +164,9 @@ def breakdown(slots: Slots) -> list[dict]:
 
 def score(lm, split, config: EvalConfig | None = None) -> tuple[dict, tuple]:
     """One run on a split of the text: its evaluation figures, and its slots."""
+    if split.chars - split.unknown < 1:
+        raise CharLMError(f"{lm.path}: no text to score" + (
+            ": every character is unknown to the model" if split.unknown else ""))
     losses = symbol_losses(lm.model, lm.vocab, split, config)
     return figures_of(losses, split), char_slots(lm.vocab, split.tokens, losses)
 
@@ -187,18 +193,23 @@ def compare(lms: list, names: list[str], texts: list[str] | None,
         raise CharLMError("charlm compare needs at least two runs")
     first = None
     if texts is None:  # the runs that share its vocab read the split itself, the symbols
-        first = lms[0].validation_split()  # `charlm eval` scores
-        texts = _documents(lms[0].vocab, first)
+        first = lms[0].validation_split()  # `charlm eval` scores; the others its documents
+        documents = _documents(lms[0].vocab, first)
+    else:
+        documents = [d for t in texts for d in split_documents(t, lms[0].doc_separator)]
     figures, slot_sets = [], []
     for lm, name in zip(lms, names):
-        same = first is not None and lm.vocab.to_json() == lms[0].vocab.to_json()
-        split = first if same else lm.encode(texts)
+        if first is None:
+            split = lm.encode(texts)  # cut by its own separator (align checks the cuts agree)
+        elif lm.vocab.to_json() == lms[0].vocab.to_json():
+            split = first
+        else:  # the split's documents as they are (cut again, a piece could lose its edges)
+            split = encode_texts(lm.vocab, documents)
         if progress:
             progress(name)
         f, s = score(lm, split, eval_config)
         figures.append(f)
         slot_sets.append(s)
-    documents = [d for t in texts for d in split_documents(t, lms[0].doc_separator)]
     slots = align(slot_sets, names, documents)
     result = {"runs": [{"name": n, "kind": lm.kind, "figures": f}
                        for n, lm, f in zip(names, lms, figures)],

@@ -14,6 +14,7 @@ import charlm
 from charlm.api import build_trainer
 from charlm.cli import app
 from charlm.compare import Slots, breakdown, categories, char_slots, compare, page_data
+from charlm.errors import CharLMError
 from charlm.evaluate import EvalConfig, evaluate, symbol_losses
 from charlm.text.corpus import encode_texts
 from charlm.text.vocab import BPEVocab
@@ -219,3 +220,18 @@ def test_a_bpe_run_and_a_char_run_side_by_side(runs, tmp_path, small_corpus, tin
         assert np.nansum(row) == pytest.approx(r["figures"]["total_nats"], rel=1e-6)
     assert result["runs"][0]["figures"]["bpc"] == pytest.approx(bpe.evaluate(texts)["bpc"],
                                                                 rel=1e-6)
+
+
+def test_a_stray_closing_bracket_closes_nothing():
+    chars = list("[a) bcd] x")
+    cats = categories(chars, np.zeros(len(chars), bool))
+    inside = [c for c, m in zip(chars, cats["1-5 after an opening bracket"]
+                                | cats["6-20 after an opening bracket"]) if m]
+    assert "".join(inside) == "a) bcd]"  # the ")" opened nothing: the "[" stays open
+    assert [c for c, m in zip(chars, cats["closing bracket"]) if m] == ["]"]
+
+
+def test_a_text_a_run_cannot_score_is_refused(runs):
+    lms = [charlm.load(r) for r in runs]
+    with pytest.raises(CharLMError, match="no text to score: every character is unknown"):
+        compare(lms, ["rnn", "ngram"], ["\u4e2d\u6587\u5b57"])

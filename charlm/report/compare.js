@@ -126,18 +126,22 @@
   document.addEventListener("selectionchange", () => {
     const sel = window.getSelection();
     if (!sel || sel.isCollapsed || !textEl.contains(sel.anchorNode)) return;
-    let lo = spanOf(sel.anchorNode.parentNode), hi = spanOf(sel.focusNode.parentNode);
+    const at = (node) => spanOf(node.nodeType === 3 ? node.parentNode : node);
+    let lo = at(sel.anchorNode), hi = at(sel.focusNode);
     if (lo === null || hi === null) return;
     if (lo > hi) [lo, hi] = [hi, lo];
-    const parts = D.runs.map((r, i) => {
-      let s = 0, n = 0;
-      for (let t = lo; t <= hi; t++) {
-        if (D.end[t] || D.bits[i][t] === null) continue;
-        s += D.bits[i][t]; n++;
-      }
-      return (i + 1) + ". " + (n ? (s / n).toFixed(3) : "\u2013");
-    });
-    status.textContent = "selected " + (hi - lo + 1) + " characters: bits/char " + parts.join(", ");
+    // As the breakdown: the characters every run scores (not the ends of documents).
+    const sums = D.runs.map(() => 0);
+    let n = 0, chars = 0;
+    for (let t = lo; t <= hi; t++) {
+      if (D.end[t]) continue;
+      chars++;
+      if (D.bits.some((row) => row[t] === null)) continue;
+      D.bits.forEach((row, i) => { sums[i] += row[t]; });
+      n++;
+    }
+    const parts = sums.map((s, i) => (i + 1) + ". " + (n ? (s / n).toFixed(3) : "\u2013"));
+    status.textContent = "selected " + chars + " characters: bits/char " + parts.join(", ");
   });
   document.body.dataset.ready = "yes";
 })();
