@@ -64,15 +64,6 @@ def parse_unit(spec: str, cell: str, layers: int, hidden: int) -> dict:
     return {"layer": layer - 1, "name": name, "unit": unit}
 
 
-def describe(model) -> str:
-    """The model in a few words, for the report's summary."""
-    c = model.config
-    return {"rnn-lm": lambda: f"{c.cell} {c.num_layers}\u00d7{c.hidden_dim}",
-            "window-lm": lambda: f"window model, K = {c.context}, {c.hidden_dim} hidden units",
-            "hmm-lm": lambda: f"HMM, {c.states} states",
-            "ngram-lm": lambda: f"{c.order}-gram (Kneser-Ney)"}[model.kind]()
-
-
 def first_characters(vocab, tokens: np.ndarray, length: int) -> np.ndarray:
     """The shortest start of ``tokens`` that holds ``length`` characters (all of it if
     shorter)."""
@@ -91,10 +82,11 @@ def build_report(lm, tokens: np.ndarray, config: InspectConfig, source: str) -> 
     """The report's HTML and its data, for the language model ``lm`` (``charlm.load``) over
     ``tokens`` (a split's id stream: EOD where each document starts)."""
     model = lm.model
-    cell, layers, units = anatomy(model)
-    if config.unit and not layers:
-        raise CharLMError(f"--unit {config.unit}: this model ({describe(model)}) has no units")
-    start = parse_unit(config.unit, cell, layers, units) if config.unit else None
+    parts = anatomy(model)
+    if config.unit and not parts.layers:
+        raise CharLMError(f"--unit {config.unit}: this model ({parts.summary}) has no units")
+    start = (parse_unit(config.unit, parts.cell, parts.layers, parts.units) if config.unit
+             else None)
     if start and start["name"] not in STATES and not config.gates:
         raise CharLMError(f"--unit {config.unit}: a gate's activations are in the report with "
                           f"--gates")
@@ -104,7 +96,7 @@ def build_report(lm, tokens: np.ndarray, config: InspectConfig, source: str) -> 
     traced = trace(model, ids, lm.vocab.eod_id, lm.vocab.unk_id)
     data = report_data(traced, lm.vocab, "", gates=config.gates)
     unknown = f" ({data['unknown']:,} unknown, not scored)" if data["unknown"] else ""
-    data["summary"] = (f"{describe(model)}, {lm.vocab.kind} vocab of "
+    data["summary"] = (f"{parts.summary}, {lm.vocab.kind} vocab of "
                        f"{lm.vocab.size} \u00b7 {source}: {data['chars']:,} characters"
                        f"{unknown} \u00b7 {data['bpc']:.4f} bits per character")
     data["start_unit"] = start

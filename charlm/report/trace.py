@@ -8,8 +8,8 @@
       ├─► a baseline's units (model_layers): the window model's hidden layer; the HMM's
       │     belief, P(hidden state | the text so far), one unit per state; an n-gram has none
       │
-      └─► trace_layers (recurrent models): each layer's recurrence written out step by step from the model's
-            weights (every cell: lstm, gru, rnn, irnn, leaky, jordan; layer norm too), keeping
+      └─► trace_layers (recurrent models): each layer's recurrence written out step by step
+            from the model's weights (every cell: lstm, gru, rnn, irnn, leaky, jordan; layer norm too), keeping
             per step: h; for an LSTM tanh(c) and the gates i, f, o and the candidate g; for a
             GRU the gates r, z and the candidate n. The state goes back to the initial one
             where a document starts, as in training and evaluation; the top layer's h equals
@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -61,15 +62,27 @@ class Trace:
     layers: list[dict[str, np.ndarray]] = field(default_factory=list)
 
 
-def anatomy(model) -> tuple[str, int, int]:
-    """What the report calls the model's units: (its "cell" in SERIES, layers, units in
-    each)."""
+class Anatomy(NamedTuple):
+    """What the report calls a model's parts."""
+
+    cell: str     # its entry in SERIES
+    layers: int
+    units: int    # in each layer
+    summary: str  # the model in a few words
+
+
+def anatomy(model) -> Anatomy:
+    """The model's parts, whatever its kind."""
     c = model.config
     if model.kind == "rnn-lm":
-        return c.cell, c.num_layers, c.hidden_dim
-    return {"window-lm": ("window", 1, getattr(c, "hidden_dim", 0)),
-            "hmm-lm": ("hmm", 1, getattr(c, "states", 0)),
-            "ngram-lm": ("ngram", 0, 0)}[model.kind]
+        return Anatomy(c.cell, c.num_layers, c.hidden_dim,
+                       f"{c.cell} {c.num_layers}\u00d7{c.hidden_dim}")
+    if model.kind == "window-lm":
+        return Anatomy("window", 1, c.hidden_dim,
+                       f"window model, K = {c.context}, {c.hidden_dim} hidden units")
+    if model.kind == "hmm-lm":
+        return Anatomy("hmm", 1, c.states, f"HMM, {c.states} states")
+    return Anatomy("ngram", 0, 0, f"{c.order}-gram (Kneser-Ney)")
 
 
 def model_layers(model, ids: torch.Tensor, reset: torch.Tensor) -> list[dict[str, np.ndarray]]:
@@ -102,7 +115,7 @@ def trace(model, ids: np.ndarray, eod_id: int, unk_id: int | None = None, top: i
         layers = model_layers(model, x[0], reset[0])
     return Trace(ids=np.asarray(ids), bits=bits.float().cpu().numpy(),
                  top_ids=top_ids.cpu().numpy(), top_probs=top_logp.exp().float().cpu().numpy(),
-                 cell=anatomy(model)[0], layers=layers)
+                 cell=anatomy(model).cell, layers=layers)
 
 
 def _weights(rnn, k: int):
