@@ -7,6 +7,8 @@ symbols) and the text of ``charlm.sample`` come from these few methods alone:
 
     state = model.initial_state(batch)                    # what "nothing read yet" is
     logits, state = model.next_logits(ids, state, reset)  # (B, T) ids -> (B, T, V) scores
+    step = model.stepper()                                # sampling: one id per lane at a time
+    logits, state = step(ids, state)                      # (B,) ids -> (B, V), as next_logits
     state = model.reset_state(state, mask)                # lanes where mask (B,) is true start over
 
 ``logits`` are log-probabilities up to a constant per position (a softmax turns them into the
@@ -17,6 +19,7 @@ A state is a tuple of tensors whose second dimension is the batch.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import contextmanager
 
 import torch
@@ -50,6 +53,16 @@ class NextSymbolModel:
 
     def reset_state(self, state: State, mask: torch.Tensor) -> State:
         return reset_where(state, self.initial_state(mask.shape[0]), mask)
+
+    def stepper(self) -> Callable[[torch.Tensor, State], tuple[torch.Tensor, State]]:
+        """``step(ids, state)``: one id (B,) per lane read -> the next symbol's logits (B, V)
+        and the state, the figures of ``next_logits`` on ids (B, 1). Sampling calls it once a
+        symbol, so a model may give a leaner path than its forward; take it inside
+        ``inference()`` and use it there."""
+        def step(ids: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+            logits, state = self.next_logits(ids[:, None], state)
+            return logits[:, 0], state
+        return step
 
     @contextmanager
     def inference(self, dtype: torch.dtype | None = None):

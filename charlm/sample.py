@@ -226,7 +226,7 @@ def generate(model: NextSymbolModel, vocab: Vocab, config: SampleConfig,
 
     with model.inference(), _step_context(device):
         logits, state = model.next_logits(x)
-        last = logits[:, -1]
+        last, step = logits[:, -1], model.stepper()
         while min(written) < length:
             nxt = pick(last, temperature, top_k, rows.next() if temperature else None, c.top_p)
             tokens = nxt.tolist()
@@ -240,8 +240,7 @@ def generate(model: NextSymbolModel, vocab: Vocab, config: SampleConfig,
                     deliver(b, text)
             if vocab.eod_id in tokens:
                 state = model.reset_state(state, nxt == vocab.eod_id)
-            logits, state = model.next_logits(nxt[:, None], state)
-            last = logits[:, -1]
+            last, state = step(nxt, state)
     for b in range(num_samples):
         if not stops[b].done:
             deliver(b, decoders[b].flush()[: max(length - written[b], 0)])

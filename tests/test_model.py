@@ -10,8 +10,8 @@ V = 11
 
 def make(cell, device="cpu", **kw):
     torch.manual_seed(0)
-    cfg = LMConfig(vocab_size=V, cell=cell, num_layers=2, hidden_dim=16, embed_dim=8,
-                   never_predict=(0, 1), **kw)
+    cfg = LMConfig(**{**dict(vocab_size=V, cell=cell, num_layers=2, hidden_dim=16, embed_dim=8,
+                             never_predict=(0, 1)), **kw})
     return RecurrentLM(cfg).to(device).eval()
 
 
@@ -32,6 +32,35 @@ def test_chunked_forward_with_carried_state_equals_full_forward(cell, device):
     assert torch.allclose(torch.cat(pieces, 1), full, atol=1e-5)
     for s, f in zip(state, full_state):
         assert torch.allclose(s, f, atol=1e-5)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "irnn", "leaky", "jordan"])
+@pytest.mark.parametrize("options", [dict(), dict(learn_init_state=True, dropout=0.3),
+                                     dict(layer_norm=True), dict(tie_weights=True, embed_dim=16)])
+def test_sampling_step_equals_the_forward_one_symbol_at_a_time(cell, options, device):
+    """The stepper sampling uses (for the fused layers their kernel called directly) gives
+    the forward's logits and state exactly, step after step, resets included; in training
+    mode or mixed precision it is the forward itself."""
+    model = make(cell, device, **options)
+    x = ids(3, 12, device=device)
+    with torch.no_grad(), model.inference():
+        step = model.stepper()
+        mine, theirs = model.initial_state(3), model.initial_state(3)
+        for t in range(12):
+            if t == 5:  # lane 1 starts a document
+                mask = torch.tensor([False, True, False], device=device)
+                mine, theirs = model.reset_state(mine, mask), model.reset_state(theirs, mask)
+            got, mine = step(x[:, t], mine)
+            want, theirs = model.next_logits(x[:, t:t + 1], theirs)
+            assert torch.equal(got, want[:, 0])
+            assert all(torch.equal(a, b) for a, b in zip(mine, theirs))
+        assert torch.isinf(got[:, :2]).all()  # PAD and UNK still have no probability
+        fused = cell in ("lstm", "gru", "rnn", "irnn") and not options.get("layer_norm")
+        assert (model.backbone.feature_step() is not None) == fused
+    model.train()
+    assert model.backbone.feature_step() is None
+    with model.inference(torch.bfloat16):
+        assert model.backbone.feature_step() is None
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "irnn", "leaky", "jordan"])

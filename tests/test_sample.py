@@ -34,17 +34,27 @@ def test_one_step_of_work_per_symbol(lm, monkeypatch):
     import charlm.sample as sampling
 
     lengths, drawn = [], []
-    original_forward, original_pick = lm.model.forward, sampling.pick
+    original_forward, original_stepper, original_pick = (lm.model.forward, lm.model.stepper,
+                                                         sampling.pick)
 
     def counting(inputs, *args, **kwargs):
         lengths.append(inputs.shape[1])
         return original_forward(inputs, *args, **kwargs)
 
+    def counting_stepper():
+        step = original_stepper()
+
+        def counted(ids, state):
+            assert ids.dim() == 1  # one id per lane
+            lengths.append(1)
+            return step(ids, state)
+        return counted
+
     def recording(*args, **kwargs):
         ids = original_pick(*args, **kwargs)
         drawn.extend(ids.tolist())
         return ids
-    lm.model.forward = counting
+    lm.model.forward, lm.model.stepper = counting, counting_stepper
     monkeypatch.setattr(sampling, "pick", recording)
     text = lm.sample("ab", length=100, temperature=1.0, seed=0)
     assert len(text) == 100

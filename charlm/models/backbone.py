@@ -158,6 +158,33 @@ class RecurrentBackbone(MixedPrecision, nn.Module):
         """Put lanes where ``mask`` (B,) is true back to the initial state."""
         return reset_where(state, self.initial_state(mask.shape[0]), mask)
 
+    def feature_step(self):
+        """``step(ids (B,), state) -> (features (B, H), state)``: one input per lane through
+        the fused layers by their kernel alone (torch.lstm / gru / rnn_*), without the module
+        call around it (its checks cost about as much as the step of a small model); the same
+        figures as ``forward`` on (B, 1) ids. None where the layers run step by step, in
+        training mode (dropout) or in mixed precision: use ``forward`` there."""
+        rnn = self.rnn
+        if isinstance(rnn, SteppedRNN) or self.training or self.compute_dtype is not None:
+            return None
+        kernel = {"LSTM": torch.lstm, "GRU": torch.gru, "RNN_TANH": torch.rnn_tanh,
+                  "RNN_RELU": torch.rnn_relu}[rnn.mode]
+        weights = [w for layer in rnn.all_weights for w in layer]
+        table = self.embed.weight
+        # has biases, layers, dropout, train, bidirectional, batch first
+        settings = (rnn.bias, rnn.num_layers, 0.0, False, False, False)
+        if self.config.state_size == 2:
+            def step(ids: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+                out, h, c = kernel(nn.functional.embedding(ids, table)[None], state, weights,
+                                   *settings)
+                return out[0], (h, c)
+        else:
+            def step(ids: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+                out, h = kernel(nn.functional.embedding(ids, table)[None], state[0], weights,
+                                *settings)
+                return out[0], (h,)
+        return step
+
     @property
     def packs(self) -> bool:
         """Whether ``forward`` can take ``lengths`` (the fused layers read packed sequences)."""

@@ -89,6 +89,19 @@ class RecurrentLM(nn.Module, NextSymbolModel):
     def inference(self, dtype: torch.dtype | None = None):
         return module_inference(self, dtype)
 
+    def stepper(self):
+        features = self.backbone.feature_step()
+        if features is None:
+            return super().stepper()
+        head = self.head
+        weight, bias, never = head.weight, head.bias, head.never
+
+        def step(ids: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+            out, state = features(ids, state)
+            logits = nn.functional.linear(out, weight, bias)
+            return logits.index_fill_(-1, never, float("-inf")), state
+        return step
+
     # ----- the forward -------------------------------------------------------------------------
     def compute_in(self, dtype: torch.dtype | None):
         """Mixed precision for the layers and the head (see RecurrentBackbone.compute_in)."""
