@@ -11,13 +11,15 @@ the faster CPU kernel (oneDNN off), as charlm's sampler uses.
 
 With ``--cli`` the model is saved as a run and `charlm sample` is run as users run it, its
 stdout a pipe this script reads: the cost per character is (time for 22,000 characters - time
-for 2,000) / 20,000, so process start and model load cancel out, against the bare loop's per
-character in the same run (interleaved rounds, the best of each).
+for 2,000) / 20,000, both read off the one process's stream as it arrives (so process start
+and model load are left out), against the bare loop's per character measured just before and
+just after it (rounds; the median of their ratios).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -61,42 +63,54 @@ def ours(model, vocab, length: int, batch: int, seed: int) -> float:
     return time.perf_counter() - t
 
 
-def cli(run: Path, length: int, seed: int) -> float:
-    """Seconds of `charlm sample --length LENGTH` as a process, its stdout read through a
-    pipe."""
+def cli(run: Path, short: int, long: int, seed: int) -> float:
+    """Seconds per character of `charlm sample --length LONG` as a process, between the
+    moments its stdout (a pipe) has passed SHORT and LONG characters: the time for LONG minus
+    the time for SHORT, in one process, so its start and the model load are left out."""
     cmd = [sys.executable, "-m", "charlm", "sample", "--checkpoint", str(run), "--length",
-           str(length), "--temp", "1", "--seed", str(seed)]
-    t = time.perf_counter()
-    r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    elapsed = time.perf_counter() - t
-    if r.returncode != 0 or len(r.stdout) < length:
-        sys.exit(f"charlm sample failed: {r.stderr.decode()[-2000:]}")
-    return elapsed
+           str(long), "--temp", "1", "--seed", str(seed)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    received, at_short, at_long = 0, None, None
+    while chunk := os.read(proc.stdout.fileno(), 1 << 16):
+        received += len(chunk)  # the text is ASCII: bytes are characters
+        if at_short is None and received >= short:
+            at_short = time.perf_counter()
+        if at_long is None and received >= long:
+            at_long = time.perf_counter()
+    stderr = proc.stderr.read().decode()
+    if proc.wait() != 0 or at_long is None:
+        sys.exit(f"charlm sample failed: {stderr[-2000:]}")
+    return (at_long - at_short) / (long - short)
 
 
 def cli_rounds(model, vocab, rounds: int, short: int = 2000, long: int = 22000) -> None:
-    """Each round times the command (long and short) and the bare loop back to back; the
-    ratio of each round pairs measurements taken within seconds of each other, so the median
-    of the rounds' ratios resists the host's drift better than the best of each side."""
+    """Each round runs the bare loop for half the characters, the command, then the bare loop
+    for the other half: the command is set against the bare loop's mean over the seconds just
+    around it, so the median of the rounds' ratios resists the host's drift (its speed
+    changes several-fold over minutes) better than the best of each side."""
     import statistics
 
+    half = (long - short) // 2
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp) / "best.safetensors"
         save_checkpoint(run, model, vocab, {"kind": model.kind}, {})
-        cli(run, 100, 0)
+        cli(run, 10, 100, 0)
         per_cli, per_bare = [], []
-        for r in range(rounds):  # interleaved, one process at a time
-            per_cli.append((cli(run, long, r) - cli(run, short, r)) / (long - short))
-            per_bare.append(bare_loop(model, long - short, 1, r) / (long - short))
+        for r in range(rounds):  # one process at a time
+            before = bare_loop(model, half, 1, r)
+            per_cli.append(cli(run, short, long, r))
+            per_bare.append((before + bare_loop(model, half, 1, r + rounds)) / (2 * half))
     ratios = [b / c for c, b in zip(per_cli, per_bare)]
     c, b = min(per_cli), min(per_bare)
     print("| what | us/char (best round) | chars/s | against the bare loop |")
     print("| --- | --- | --- | --- |")
     print(f"| `charlm sample`, end to end, stdout a pipe | {c * 1e6:.0f} | {1 / c:,.0f} | "
-          f"{b / c:.3f} (best of each); {statistics.median(ratios):.3f} (median of the rounds' "
-          f"ratios) |")
+          f"{statistics.median(ratios):.3f} (median of the rounds' ratios); {b / c:.3f} (best "
+          f"of each) |")
     print(f"| bare per-step loop, same model | {b * 1e6:.0f} | {1 / b:,.0f} | 1.000 |")
     print("rounds' ratios: " + ", ".join(f"{x:.3f}" for x in ratios))
+    print("rounds' us/char, command / bare: " + ", ".join(
+        f"{c * 1e6:.0f}/{b * 1e6:.0f}" for c, b in zip(per_cli, per_bare)))
 
 
 def main():
