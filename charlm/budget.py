@@ -103,9 +103,9 @@ def choose(budget: float, train_symbols: int, speed: Callable[[dict], float],
 def describe_rule() -> str:
     """The rule in one line, for --help."""
     rising = ", ".join(f"{d:g} and {w:g} at {p:g}" for p, d, w in REGULARISATION[1:])
-    return (f"a 1x{SMALL['hidden_dim']} LSTM while the budget reads the text at most "
-            f"{SMALL_UP_TO_PASSES:g} times, else (if it reads it at least "
-            f"{LARGE_FROM_PASSES:g} times) a 2x{LARGE['hidden_dim']} LSTM with dropout and "
+    return (f"a 1x{SMALL['hidden_dim']} LSTM (or the --cell given) while the budget reads the "
+            f"text at most {SMALL_UP_TO_PASSES:g} times, else (if it reads it at least "
+            f"{LARGE_FROM_PASSES:g} times) a 2x{LARGE['hidden_dim']} one with dropout and "
             f"weight drop rising from 0 at {REGULARISATION[0][0]:g} of its passes to {rising}")
 
 

@@ -40,7 +40,9 @@ PRESETS: dict[str, dict] = {
 PRESET_NOTES = {"tiny": "seconds, for trying things", "fast": "1x640 LSTM, ~1-3 min on 2 cores",
                 "default": "2x256 LSTM, ~3-7 min", "large": "2x512 LSTM, ~10 min with bf16"}
 DEFAULT_PRESET = "default"
-SIZE_OPTIONS = ("cell", "num_layers", "hidden_dim", "embed_dim")  # a regulariser is no size
+# A regulariser is no size, nor is the cell: the budget's rule sizes the cell given (its speed
+# is measured with it).
+SIZE_OPTIONS = ("num_layers", "hidden_dim", "embed_dim")
 
 
 # The training options of `charlm baseline window` (its model's sizes are WindowConfig's

@@ -110,7 +110,8 @@ def test_the_choice_counts_passes_and_validations_from_the_budget_left():
 
 # ----- a run set up for a budget ----------------------------------------------------------------
 def test_max_time_alone_chooses_settings_for_the_budget_and_the_text(tmp_path, small_corpus,
-                                                                     quick_measure):
+                                                                     quick_measure,
+                                                                     monkeypatch):
     t = build_trainer(small_corpus, out=tmp_path / "a", max_time=100, device="cpu")
     choice = t.run_config()["auto"]
     assert t.preset == budget.AUTO and t.run_config()["preset"] == budget.AUTO
@@ -131,6 +132,17 @@ def test_max_time_alone_chooses_settings_for_the_budget_and_the_text(tmp_path, s
                       device="cpu")
     assert t.model.config.dropout == 0.05
     assert t.choice["given"] == ["dropout"] and t.choice["settings"]["dropout"] == 0.05
+    # A cell given is sized by the rule, which measures that cell's speed.
+    measured = []
+    measure = budget.measure
+    monkeypatch.setattr(budget, "measure", lambda step, seconds: (
+        measured.append(step.__self__.model.config.cell), measure(step, seconds))[1])
+    t = build_trainer(small_corpus, out=tmp_path / "e", max_time=100, cell="gru", device="cpu")
+    assert t.preset == budget.AUTO and t.choice["given"] == ["cell"]
+    assert measured == ["gru", "gru"]  # the small model's speed, then the large one's
+    assert t.model.config.cell == "gru" and t.choice["settings"]["cell"] == "gru"
+    assert t.model.config.hidden_dim == t.choice["settings"]["hidden_dim"] == budget.LARGE[
+        "hidden_dim"]
     # A size given, or a preset named, is not a budget's choice.
     t = build_trainer(small_corpus, out=tmp_path / "c", max_time=100, hidden_dim=48,
                       device="cpu")

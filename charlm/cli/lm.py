@@ -96,7 +96,7 @@ def train(
         help=f"Model size and training budget: "
              f"{'; '.join(f'{n}: {PRESET_NOTES[n]}' for n in PRESETS)}. Options given below "
              f"override the preset's values. Default: default; with --max-time and no size "
-             f"option (--cell, --layers, --hidden, --embed), settings chosen for the budget and "
+             f"option (--layers, --hidden, --embed), settings chosen for the budget and "
              f"the text from a few seconds of measured speed ({describe_rule()}).")] = None,
     out_dir: Annotated[Optional[Path], typer.Option(
         "--out", help="Run directory. Default: ./checkpoints/<corpus name> (a numbered name "
