@@ -22,9 +22,12 @@ class NextSymbolHead(nn.Linear):
                              persistent=False)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        x = self.drop(features)
+        return self.logits(self.drop(features))
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The layer without the dropout (a plain call, for sampling's step)."""
         if x.dtype == self.weight.dtype:
-            logits = super().forward(x)
+            logits = nn.functional.linear(x, self.weight, self.bias)
         else:
             logits = nn.functional.linear(x, self.weight.to(x.dtype), self.bias.to(x.dtype))
         return logits.index_fill_(-1, self.never, float("-inf"))  # safe: linear keeps no output

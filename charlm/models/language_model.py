@@ -90,16 +90,15 @@ class RecurrentLM(nn.Module, NextSymbolModel):
         return module_inference(self, dtype)
 
     def stepper(self):
-        features = self.backbone.feature_step()
+        """The fused layers' kernel called directly, then the head's layer as plain calls
+        (``RecurrentBackbone.feature_step``); the forward where that has none."""
+        features, logits = self.backbone.feature_step(), self.head.logits
         if features is None:
             return super().stepper()
-        head = self.head
-        weight, bias, never = head.weight, head.bias, head.never
 
         def step(ids: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
             out, state = features(ids, state)
-            logits = nn.functional.linear(out, weight, bias)
-            return logits.index_fill_(-1, never, float("-inf")), state
+            return logits(out), state
         return step
 
     # ----- the forward -------------------------------------------------------------------------
