@@ -70,17 +70,19 @@ def cli(run: Path, short: int, long: int, seed: int) -> float:
     cmd = [sys.executable, "-m", "charlm", "sample", "--checkpoint", str(run), "--length",
            str(long), "--temp", "1", "--seed", str(seed)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    received, at_short, at_long = 0, None, None
+    received, first, last = 0, None, None  # (characters, time) when SHORT and LONG had come
     while chunk := os.read(proc.stdout.fileno(), 1 << 16):
-        received += len(chunk)  # the text is ASCII: bytes are characters
-        if at_short is None and received >= short:
-            at_short = time.perf_counter()
-        if at_long is None and received >= long:
-            at_long = time.perf_counter()
+        if not chunk.isascii():
+            sys.exit("the model's vocab is not ASCII: bytes would not count characters")
+        received += len(chunk)
+        if first is None and received >= short:
+            first = (received, time.perf_counter())  # the stream arrives in 50 ms pieces:
+        if last is None and received >= long:       # count the characters that came
+            last = (received, time.perf_counter())
     stderr = proc.stderr.read().decode()
-    if proc.wait() != 0 or at_long is None:
+    if proc.wait() != 0 or last is None:
         sys.exit(f"charlm sample failed: {stderr[-2000:]}")
-    return (at_long - at_short) / (long - short)
+    return (last[1] - first[1]) / (last[0] - first[0])
 
 
 def cli_rounds(model, vocab, rounds: int, short: int = 2000, long: int = 22000) -> None:

@@ -24,6 +24,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from .models.backbone import UNMASKED_CELLS
+
 AUTO = "auto"  # the name a run chosen this way records as its preset
 
 # The two models, each a measured winner (bench/RESULTS.md sections 1 and 10): a 1x640 LSTM
@@ -82,12 +84,15 @@ def choose(budget: float, train_symbols: int, speed: Callable[[dict], float],
         left = max(budget - spent(), 0.0)
         return left * measured[name] / max(train_symbols, 1)
 
+    # A cell given that takes no weight drop (irnn) is regularised by dropout alone.
+    masked = given.get("cell", SMALL["cell"]) not in UNMASKED_CELLS
     model, reg, name = SMALL, {"dropout": 0.0, "weight_drop": 0.0}, "small"
     if (p := passes(SMALL, "small", {})) > SMALL_UP_TO_PASSES:
         # Timed with weight drop on: it slows a step (its rate does not), up to ~2x here.
-        p = passes(LARGE, "large", {"weight_drop": REGULARISATION[-1][2]})
+        p = passes(LARGE, "large", {"weight_drop": REGULARISATION[-1][2] if masked else 0.0})
         if p >= LARGE_FROM_PASSES:
             model, reg, name = LARGE, regularisation(p), "large"
+            reg["weight_drop"] = reg["weight_drop"] if masked else 0.0
         else:  # at the small model's passes in the time now left
             p = left * measured["small"] / max(train_symbols, 1)
     shape = {**model, **given}

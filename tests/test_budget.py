@@ -96,6 +96,19 @@ def test_the_small_model_while_the_text_is_read_a_few_times_else_the_large_regul
     assert chosen == {**chosen, **budget.regularisation(6.0)} and chosen["dropout"] > 0
 
 
+def test_a_cell_without_weight_drop_is_timed_and_regularised_by_dropout_alone():
+    timed = []
+
+    def speed(settings):
+        timed.append(settings)
+        return speeds(20_000, 10_000)(settings)
+    chosen, record = budget.choose(600, 1_000_000, speed, given={"cell": "irnn"})
+    assert record["model"] == "large" and chosen["dropout"] > 0 and chosen["weight_drop"] == 0
+    assert [t.get("weight_drop", 0) for t in timed] == [0, 0]
+    chosen, _ = budget.choose(600, 1_000_000, speeds(20_000, 10_000), given={"cell": "gru"})
+    assert chosen["weight_drop"] > 0  # the others keep it
+
+
 def test_the_choice_counts_passes_and_validations_from_the_budget_left():
     chosen, record = budget.choose(600, 1_000_000, speeds(10_000, 5_000), lambda: 100.0)
     assert record["passes"] == pytest.approx(500 * 10_000 / 1_000_000, abs=0.01)
@@ -143,6 +156,8 @@ def test_max_time_alone_chooses_settings_for_the_budget_and_the_text(tmp_path, s
     assert t.model.config.cell == "gru" and t.choice["settings"]["cell"] == "gru"
     assert t.model.config.hidden_dim == t.choice["settings"]["hidden_dim"] == budget.LARGE[
         "hidden_dim"]
+    t = build_trainer(small_corpus, out=tmp_path / "f", max_time=100, cell="irnn", device="cpu")
+    assert t.choice["model"] == "large" and t.model.config.weight_drop == 0
     # A size given, or a preset named, is not a budget's choice.
     t = build_trainer(small_corpus, out=tmp_path / "c", max_time=100, hidden_dim=48,
                       device="cpu")

@@ -33,6 +33,8 @@ FUSED_CELLS = ("lstm", "gru", "rnn", "irnn")  # the rest, and some options, run 
 _LAYERS = {"lstm": (nn.LSTM, {}), "gru": (nn.GRU, {}), "rnn": (nn.RNN, {"nonlinearity": "tanh"}),
            "irnn": (nn.RNN, {"nonlinearity": "relu"})}
 IRNN_INPUT_STD = 0.001  # Le, Jaitly & Hinton 2015: identity recurrence, small input weights
+# Cells whose recurrence takes no weight drop nor recurrent dropout (see RecurrentConfig.check).
+UNMASKED_CELLS = ("irnn",)
 State = tuple[torch.Tensor, ...]  # (h,) or (h, c), each (num_layers, B, hidden_dim); jordan:
                                   # (y,), the previous output distribution, (1, B, vocab)
 
@@ -75,7 +77,7 @@ class RecurrentConfig(Options):
     learn_leak: bool = option(False, "Leaky cell: learn g per unit (starting at --leak).")
 
     def check(self) -> None:
-        if self.cell == "irnn" and (self.recurrent_dropout > 0 or self.weight_drop > 0):
+        if self.cell in UNMASKED_CELLS and (self.recurrent_dropout > 0 or self.weight_drop > 0):
             raise CharLMError("--recurrent-dropout and --weight-drop do not suit --cell irnn: "
                               "on its identity recurrence a kept unit would grow by 1/(1 - p) "
                               "at every step; use --dropout")
@@ -175,13 +177,14 @@ class RecurrentBackbone(MixedPrecision, nn.Module):
         settings = (rnn.bias, rnn.num_layers, 0.0, False, False, False)
         if self.config.state_size == 2:
             def step(ids: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+                state = tuple(s.contiguous() for s in state)  # as cuDNN needs (see _run)
                 out, h, c = kernel(nn.functional.embedding(ids, table)[None], state, weights,
                                    *settings)
                 return out[0], (h, c)
         else:
             def step(ids: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-                out, h = kernel(nn.functional.embedding(ids, table)[None], state[0], weights,
-                                *settings)
+                out, h = kernel(nn.functional.embedding(ids, table)[None],
+                                state[0].contiguous(), weights, *settings)
                 return out[0], (h,)
         return step
 
