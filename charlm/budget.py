@@ -92,7 +92,8 @@ def choose(budget: float, train_symbols: int, speed: Callable[[dict], float],
         p = passes(LARGE, "large", {"weight_drop": REGULARISATION[-1][2] if masked else 0.0})
         if p >= LARGE_FROM_PASSES:
             model, reg, name = LARGE, regularisation(p), "large"
-            reg["weight_drop"] = reg["weight_drop"] if masked else 0.0
+            if not masked:
+                reg["weight_drop"] = 0.0
         else:  # at the small model's passes in the time now left
             p = left * measured["small"] / max(train_symbols, 1)
     shape = {**model, **given}

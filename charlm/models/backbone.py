@@ -78,8 +78,8 @@ class RecurrentConfig(Options):
 
     def check(self) -> None:
         if self.cell in UNMASKED_CELLS and (self.recurrent_dropout > 0 or self.weight_drop > 0):
-            raise CharLMError("--recurrent-dropout and --weight-drop do not suit --cell irnn: "
-                              "on its identity recurrence a kept unit would grow by 1/(1 - p) "
+            raise CharLMError(f"--recurrent-dropout and --weight-drop do not suit --cell "
+                              f"{self.cell}: on its identity recurrence a kept unit would grow by 1/(1 - p) "
                               "at every step; use --dropout")
         if self.cell != "leaky" and (self.learn_leak or self.leak != self.default("leak")):
             raise CharLMError("--leak and --learn-leak apply only to --cell leaky")
@@ -175,17 +175,13 @@ class RecurrentBackbone(MixedPrecision, nn.Module):
         table = self.embed.weight
         # has biases, layers, dropout, train, bidirectional, batch first
         settings = (rnn.bias, rnn.num_layers, 0.0, False, False, False)
-        if self.config.state_size == 2:
-            def step(ids: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-                state = tuple(s.contiguous() for s in state)  # as cuDNN needs (see _run)
-                out, h, c = kernel(nn.functional.embedding(ids, table)[None], state, weights,
-                                   *settings)
-                return out[0], (h, c)
-        else:
-            def step(ids: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-                out, h = kernel(nn.functional.embedding(ids, table)[None],
-                                state[0].contiguous(), weights, *settings)
-                return out[0], (h,)
+        two = self.config.state_size == 2  # the LSTM's kernel takes (h, c), the others h
+
+        def step(ids: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+            state = tuple(s.contiguous() for s in state)  # as cuDNN needs (see _run)
+            out, *new = kernel(nn.functional.embedding(ids, table)[None],
+                               state if two else state[0], weights, *settings)
+            return out[0], tuple(new)
         return step
 
     @property

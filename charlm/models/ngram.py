@@ -120,7 +120,7 @@ def per_word(v: int) -> int:
 
 
 def packed_grams(tokens: np.ndarray, eod_id: int, order: int, v: int, never: np.ndarray,
-                 chunk: int = 1 << 22) -> np.ndarray:
+                 chunk: int = 1 << 22) -> tuple[np.ndarray, np.ndarray]:
     """The distinct ``order``-grams of the id stream, (G, W) int64 words, and their counts
     (G,), read ``chunk`` targets at a time. A gram is its symbols, the oldest first
     (c_(N-1) ... c_1 w), ``per_word(v)`` of them in base V to a word (W words: one for most
