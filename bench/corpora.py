@@ -7,6 +7,7 @@
                      same way, the book alone (between Project Gutenberg's START and END lines,
                      so that the held-out text is the novel's end, not the licence)
     gatsby           a short novel the same way: The Great Gatsby (pg64317, 0.3 MB)
+    frankenstein     another the same way: Frankenstein (pg84, 0.4 MB)
     stdlib           the running Python's standard library source (.py files outside test
                      directories, ~12 MB), one file after another in path order; files that
                      are not UTF-8 are left out
@@ -26,8 +27,8 @@ BENCH = Path(__file__).resolve().parent
 SHARED = BENCH.parent.parent / "shared" / "corpora"
 CACHE = BENCH / ".corpora"
 HELD_OUT = 0.1
-CORPORA = ("tinyshakespeare", "novels", "stdlib", "austen", "gatsby")
-SINGLE_NOVELS = {"austen": "pg1342.txt", "gatsby": "pg64317.txt"}
+CORPORA = ("tinyshakespeare", "novels", "stdlib", "austen", "gatsby", "frankenstein")
+SINGLE_NOVELS = {"austen": "pg1342.txt", "gatsby": "pg64317.txt", "frankenstein": "pg84.txt"}
 
 
 def _novel(path: Path) -> str:

@@ -93,7 +93,8 @@ def new_run(corpus: list[Path], out: Path | None, preset_name: str | None,
                      if k not in kept}}
     else:
         name = choose_preset(preset_name, options)
-        values = {**budget.SMALL, **budget.COMMON} if name == AUTO else preset(name)
+        values = ({**budget.SMALL, **budget.COMMON, "max_time": budget.DEFAULT_BUDGET}
+                  if name == AUTO else preset(name))
     checked = _configs(TrainConfig.over(values, options), option_classes)  # every check,
     world = join_world(checked[0].device)                    # before any corpus is prepared
     with world.main_first():  # the others find it in the cache
@@ -105,8 +106,10 @@ def new_run(corpus: list[Path], out: Path | None, preset_name: str | None,
     run_dir = world.main_decides(lambda: _new_run_dir(corpus, out, prepare_given.get("encoding")))
     choice = None
     if name == AUTO:  # measured and chosen by the main process, for all
+        seconds = checked[0].max_time
         values, choice = world.main_decides(lambda: _choose_for_budget(
-            prepared, options, lambda: time.perf_counter() - t0))
+            prepared, seconds, options, lambda: time.perf_counter() - t0))
+        values = {**values, "max_time": seconds}
     train_config, task_config, model_config = _configs(TrainConfig.over(values, options),
                                                        option_classes, prepared.vocab)
     task = LanguageModelTask(prepared, task_config)
@@ -146,11 +149,11 @@ def _configs(values: dict, option_classes: tuple = TRAIN_OPTIONS, vocab=None
     return TrainConfig(**groups[TrainConfig]), LMTaskConfig(**groups[LMTaskConfig]), model
 
 
-def _choose_for_budget(prepared: PreparedCorpus, options: dict,
+def _choose_for_budget(prepared: PreparedCorpus, seconds: float, options: dict,
                        spent: Callable[[], float]) -> tuple[dict, dict]:
-    """Settings for the budget and this corpus (``charlm.budget``): a model's speed is measured
-    by a few seconds of its real training steps on the corpus, with the options given.
-    Returns the settings and the record of the choice."""
+    """Settings for a budget of ``seconds`` and this corpus (``charlm.budget``): a model's
+    speed is measured by a few seconds of its real training steps on the corpus, with the
+    options given. Returns the settings and the record of the choice."""
     def speed(settings: dict) -> float:
         train_config, task_config, model_config = _configs(TrainConfig.over(settings, options),
                                                            TRAIN_OPTIONS, prepared.vocab)
@@ -159,10 +162,12 @@ def _choose_for_budget(prepared: PreparedCorpus, options: dict,
         with tempfile.TemporaryDirectory() as tmp:  # nothing is written there
             trainer = Trainer(RunDirectory(Path(tmp), writes=False), model, task, train_config,
                               world=World())  # this process alone
-            return budget.measure(trainer.train_step, options["max_time"])
+            return budget.measure(trainer.train_step, seconds)
 
     symbols = prepared.split("train").symbols
-    chosen, record = budget.choose(options["max_time"], symbols, speed, spent, options)
+    chosen, record = budget.choose(seconds, symbols, speed, spent, options)
+    if "max_time" not in options:
+        record["default_budget"] = True  # no stopping rule given
     given = sorted(k for k in options if k in chosen)
     if given:  # options given win over the choice: the record says what the run uses
         record["settings"] = {**chosen, **{k: options[k] for k in given}}

@@ -1,14 +1,16 @@
 """Named presets of a language-model run, and where a new run's settings come from.
 
 A preset gives values to options (by their field names); options given by the user override
-them, and the declared defaults fill the rest. ``charlm train`` with no option uses
-``default``; with ``--max-time`` and no size option, no preset but settings chosen for the
-budget and the text (``charlm.budget``).
+them, and the declared defaults fill the rest. With no preset and no size option, a new run
+takes no preset but settings chosen for the budget and the text (``charlm.budget``): the
+``--max-time`` given, else ``DEFAULT_BUDGET`` seconds unless ``--max-steps`` or ``--epochs``
+is given; those, or a size option, take the ``default`` preset.
 """
 
 from __future__ import annotations
 
 from .budget import AUTO
+from .training.config import TrainConfig
 from .errors import CharLMError
 
 PRESETS: dict[str, dict] = {
@@ -74,13 +76,15 @@ def preset(name: str, presets: dict[str, dict] = PRESETS) -> dict:
 
 
 def choose_preset(name: str | None, given: dict) -> str:
-    """What a new run's settings come from: the preset ``name``; else, for a time budget given
-    with no size option, ``AUTO`` (settings chosen for the budget and the corpus,
-    ``charlm.budget``); else the default preset."""
+    """What a new run's settings come from: the preset ``name``; else, with no size option and
+    a time budget (given, or the default one where no stopping rule is given), ``AUTO``
+    (settings chosen for the budget and the corpus, ``charlm.budget``); else the default
+    preset (a size option, or a stopping rule in steps or passes)."""
     if name is not None:
         preset(name)
         return name
     sized = any(given.get(k) is not None for k in SIZE_OPTIONS)
-    if given.get("max_time") is not None and not sized:
+    stopped = {k for k in TrainConfig.STOP_OPTIONS if given.get(k) is not None}
+    if not sized and (not stopped or "max_time" in stopped):
         return AUTO
     return DEFAULT_PRESET

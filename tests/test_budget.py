@@ -14,6 +14,7 @@ from charlm.api import build_trainer
 from charlm.cli.app import app
 from charlm.errors import CharLMError
 from charlm.evaluate import EvalConfig, evaluate
+from charlm.presets import DEFAULT_PRESET, choose_preset
 from charlm.text.batching import LaneLayout
 from charlm.text.corpus import prepare_cached
 
@@ -165,6 +166,36 @@ def test_max_time_alone_chooses_settings_for_the_budget_and_the_text(tmp_path, s
     t = build_trainer(small_corpus, out=tmp_path / "d", max_time=100, preset="tiny",
                       device="cpu")
     assert t.preset == "tiny" and "auto" not in t.run_config()
+
+
+def test_with_no_stopping_rule_and_no_size_a_run_gets_the_default_budget(tmp_path,
+                                                                          small_corpus,
+                                                                          quick_measure):
+    # No option at all: the rule, for the default budget, which the run keeps as its clock.
+    t = build_trainer(small_corpus, out=tmp_path / "a", device="cpu")
+    assert t.preset == budget.AUTO and t.config.max_time == budget.DEFAULT_BUDGET
+    assert t.config.max_steps is None and t.config.epochs is None
+    assert t.choice["budget"] == budget.DEFAULT_BUDGET and t.choice["default_budget"]
+    assert t.model.config.hidden_dim == t.choice["settings"]["hidden_dim"]
+    # A budget given is no default; a cell given keeps the rule.
+    t = build_trainer(small_corpus, out=tmp_path / "b", max_time=50, cell="gru", device="cpu")
+    assert t.preset == budget.AUTO and t.config.max_time == 50
+    assert "default_budget" not in t.choice
+    # A stopping rule in steps or passes, or a size, takes the default preset, unbounded in time.
+    for opts in ({"max_steps": 7}, {"epochs": 0.5}, {"num_layers": 1}):
+        t = build_trainer(small_corpus, out=tmp_path / str(len(opts)) / next(iter(opts)),
+                          device="cpu", **opts)
+        assert t.preset == DEFAULT_PRESET and t.choice is None and t.config.max_time is None
+
+
+def test_choose_preset_by_the_options_given():
+    assert choose_preset(None, {}) == budget.AUTO
+    assert choose_preset(None, {"max_time": 9, "cell": "rnn", "dropout": 0.1}) == budget.AUTO
+    assert choose_preset(None, {"max_time": 9, "max_steps": 5}) == budget.AUTO
+    for given in ({"max_steps": 5}, {"epochs": 2}, {"hidden_dim": 8}, {"max_time": 9,
+                                                                         "embed_dim": 8}):
+        assert choose_preset(None, given) == DEFAULT_PRESET
+    assert choose_preset("large", {"max_time": 9}) == "large"
 
 
 def test_a_budget_run_says_what_it_chose_and_resumes_with_it(tmp_path, small_corpus,

@@ -14,8 +14,8 @@ from ..errors import CharLMError
 from ..evaluate import EvalConfig
 from ..lm_runs import TRAIN_OPTIONS
 from ..options import resumable_flags, split_by_owner
-from ..budget import describe_rule
-from ..presets import PRESET_NOTES, PRESETS
+from ..budget import DEFAULT_BUDGET, describe_rule
+from ..presets import DEFAULT_PRESET, PRESET_NOTES, PRESETS
 from ..sample import SampleConfig
 from ..text.corpus import PrepareConfig
 from ..text.sources import ReadConfig
@@ -62,7 +62,8 @@ def prepare(
 # ----- train -----------------------------------------------------------------------------------
 def _describe_choice(choice: dict) -> str:
     c = choice["settings"]
-    return (f"chosen for {choice['budget']:g} s on this text ({c['num_layers']}x"
+    default = " (the default budget; --max-time sets it)" if choice.get("default_budget") else ""
+    return (f"chosen for {choice['budget']:g} s{default} on this text ({c['num_layers']}x"
             f"{c['hidden_dim']} {c['cell'].upper()}, dropout {c['dropout']:g}, weight drop "
             f"{c['weight_drop']:g}: measured at {fmt_rate(choice['symbols_per_s'][choice['model']])}"
             f" symbols/s, it will read the text about {choice['passes']:g} times)")
@@ -95,9 +96,11 @@ def train(
     preset: Annotated[Optional[str], typer.Option(
         help=f"Model size and training budget: "
              f"{'; '.join(f'{n}: {PRESET_NOTES[n]}' for n in PRESETS)}. Options given below "
-             f"override the preset's values. Default: default; with --max-time and no size "
-             f"option (--layers, --hidden, --embed), settings chosen for the budget and "
-             f"the text from a few seconds of measured speed ({describe_rule()}).")] = None,
+             f"override the preset's values. Default: with no size option (--layers, --hidden, "
+             f"--embed), settings chosen for the budget (--max-time, else "
+             f"{DEFAULT_BUDGET:g} s unless --max-steps or --epochs is given) and the text "
+             f"from a few seconds of measured speed ({describe_rule()}); else "
+             f"{DEFAULT_PRESET}.")] = None,
     out_dir: Annotated[Optional[Path], typer.Option(
         "--out", help="Run directory. Default: ./checkpoints/<corpus name> (a numbered name "
                       "if taken).")] = None,

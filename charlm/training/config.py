@@ -58,7 +58,8 @@ class TrainConfig(Options):
         None, "Stop after this many seconds of wall clock: preparing the corpus, steps, "
               "validation and saves all count, and the run ends in time for its final "
               "validation and save; the LR schedule spans the budget.", check=positive_number,
-        resumable=True, default_help="unset")
+        resumable=True, default_help="unset; a new run with no stopping rule and no size "
+                                     "option: the budget --preset describes")
     eval_every: int = option(250, "Validate every this many steps.", check=positive_int,
                              resumable=True)
     save_every: int = option(500, "Write the last checkpoint at least every this many steps.",
