@@ -1,6 +1,6 @@
 """charlm: recurrent character-level language models trained on your own text."""
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"
 
 from .api import LanguageModel, build_trainer, bundled_corpus, load, prepare, train  # noqa: E402
 from .errors import CharLMError  # noqa: E402
