@@ -27,9 +27,6 @@ from collections.abc import Callable
 from .models.backbone import UNMASKED_CELLS
 
 AUTO = "auto"  # the name a run chosen this way records as its preset
-# The budget of `charlm train TEXT` with no stopping rule given: about what the `default`
-# preset's 4,000 steps took on 2 cores, where the rule beat it or tied (RESULTS section 10).
-DEFAULT_BUDGET = 300.0
 
 # The two models, each a measured winner (bench/RESULTS.md sections 1 and 10): a 1x640 LSTM
 # wherever the budget reads the text only a few times (more steps on more text beat capacity

@@ -26,7 +26,7 @@ from .models.backbone import check_fixed
 from .presets import DEFAULT_PRESET, WINDOW_TRAINING, choose_preset, preset
 from .text.corpus import PrepareConfig, PreparedCorpus, Progress, is_prepared, open_or_prepare
 from .text.sources import collect_files
-from .training.config import TrainConfig
+from .training.config import DEFAULT_BUDGET, TrainConfig
 from .training.lm_task import LanguageModelTask, LMTaskConfig
 from .training.loop import Report, Trainer, fresh_model
 from .training.run_dir import LAST, RunDirectory, find_checkpoint, new_run_dir
@@ -93,7 +93,7 @@ def new_run(corpus: list[Path], out: Path | None, preset_name: str | None,
                      if k not in kept}}
     else:
         name = choose_preset(preset_name, options)
-        values = ({**budget.SMALL, **budget.COMMON, "max_time": budget.DEFAULT_BUDGET}
+        values = ({**budget.SMALL, **budget.COMMON, "max_time": DEFAULT_BUDGET}
                   if name == AUTO else preset(name))
     checked = _configs(TrainConfig.over(values, options), option_classes)  # every check,
     world = join_world(checked[0].device)                    # before any corpus is prepared

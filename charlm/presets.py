@@ -3,8 +3,8 @@
 A preset gives values to options (by their field names); options given by the user override
 them, and the declared defaults fill the rest. With no preset and no size option, a new run
 takes no preset but settings chosen for the budget and the text (``charlm.budget``): the
-``--max-time`` given, else ``DEFAULT_BUDGET`` seconds unless ``--max-steps`` or ``--epochs``
-is given; those, or a size option, take the ``default`` preset.
+``--max-time`` given, else ``training.config.DEFAULT_BUDGET`` seconds unless ``--max-steps``
+or ``--epochs`` is given; those, or a size option, take the ``default`` preset.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from charlm.evaluate import EvalConfig, evaluate
 from charlm.presets import DEFAULT_PRESET, choose_preset
 from charlm.text.batching import LaneLayout
 from charlm.text.corpus import prepare_cached
+from charlm.training.config import DEFAULT_BUDGET
 
 from .helpers import read_metrics
 
@@ -173,9 +174,9 @@ def test_with_no_stopping_rule_and_no_size_a_run_gets_the_default_budget(tmp_pat
                                                                           quick_measure):
     # No option at all: the rule, for the default budget, which the run keeps as its clock.
     t = build_trainer(small_corpus, out=tmp_path / "a", device="cpu")
-    assert t.preset == budget.AUTO and t.config.max_time == budget.DEFAULT_BUDGET
+    assert t.preset == budget.AUTO and t.config.max_time == DEFAULT_BUDGET
     assert t.config.max_steps is None and t.config.epochs is None
-    assert t.choice["budget"] == budget.DEFAULT_BUDGET and t.choice["default_budget"]
+    assert t.choice["budget"] == DEFAULT_BUDGET and t.choice["default_budget"]
     assert t.model.config.hidden_dim == t.choice["settings"]["hidden_dim"]
     # A budget given is no default; a cell given keeps the rule.
     t = build_trainer(small_corpus, out=tmp_path / "b", max_time=50, cell="gru", device="cpu")

@@ -14,7 +14,8 @@ from ..errors import CharLMError
 from ..evaluate import EvalConfig
 from ..lm_runs import TRAIN_OPTIONS
 from ..options import resumable_flags, split_by_owner
-from ..budget import DEFAULT_BUDGET, describe_rule
+from ..budget import describe_rule
+from ..training.config import DEFAULT_BUDGET
 from ..presets import DEFAULT_PRESET, PRESET_NOTES, PRESETS
 from ..sample import SampleConfig
 from ..text.corpus import PrepareConfig

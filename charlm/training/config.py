@@ -14,6 +14,12 @@ SCHEDULES = ("cosine", "linear", "constant", "slanted")
 MAX_EPOCHS = 1_000_000
 
 
+# The time budget of a new run given no preset, no size option and no stopping rule: about what
+# the `default` preset's 4,000 steps took on 2 cores, where the budget's rule (charlm.budget)
+# beat that preset or tied it (bench/RESULTS.md section 10).
+DEFAULT_BUDGET = 300.0
+
+
 @dataclass(frozen=True)
 class TrainConfig(Options):
     """Optimizer, schedule, clipping, stopping rules, cadence, seed, device and precision."""
@@ -58,8 +64,9 @@ class TrainConfig(Options):
         None, "Stop after this many seconds of wall clock: preparing the corpus, steps, "
               "validation and saves all count, and the run ends in time for its final "
               "validation and save; the LR schedule spans the budget.", check=positive_number,
-        resumable=True, default_help="unset; a new run with no stopping rule and no size "
-                                     "option: the budget --preset describes")
+        resumable=True, default_help=f"{DEFAULT_BUDGET:g} for a new run with no preset, no "
+                                     f"size option and no other stopping rule, with settings "
+                                     f"chosen for it (see --preset); else unset")
     eval_every: int = option(250, "Validate every this many steps.", check=positive_int,
                              resumable=True)
     save_every: int = option(500, "Write the last checkpoint at least every this many steps.",
