@@ -169,8 +169,9 @@ def build_trainer(corpus: list[Path] | Path | str | None = None, out: Path | str
     ``options`` are the options of ``charlm train`` by field name: the model's (LMConfig),
     the loop's (TrainConfig), the task's (LMTaskConfig) and the corpus preparation's
     (PrepareConfig); None means "not given". A new run with no ``preset`` and no size option
-    takes settings chosen for its time budget (``max_time``, else ``charlm.budget``'s default
-    unless ``max_steps`` or ``epochs`` is given) and the text; else the ``default`` preset.
+    takes settings chosen for its time budget (``max_time``, else ``training.config``'s
+    ``DEFAULT_BUDGET`` unless ``max_steps`` or ``epochs`` is given) and the text; else the
+    ``default`` preset.
     ``kind="window-lm"``: the fixed-window baseline through the same loop (WindowConfig's
     options for the model's).
     """
