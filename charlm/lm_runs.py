@@ -106,10 +106,9 @@ def new_run(corpus: list[Path], out: Path | None, preset_name: str | None,
     run_dir = world.main_decides(lambda: _new_run_dir(corpus, out, prepare_given.get("encoding")))
     choice = None
     if name == AUTO:  # measured and chosen by the main process, for all
-        seconds = checked[0].max_time
-        values, choice = world.main_decides(lambda: _choose_for_budget(
-            prepared, seconds, options, lambda: time.perf_counter() - t0))
-        values = {**values, "max_time": seconds}
+        chosen, choice = world.main_decides(lambda: _choose_for_budget(
+            prepared, checked[0].max_time, options, lambda: time.perf_counter() - t0))
+        values = {**values, **chosen}  # the budget stays
     train_config, task_config, model_config = _configs(TrainConfig.over(values, options),
                                                        option_classes, prepared.vocab)
     task = LanguageModelTask(prepared, task_config)
